@@ -1,0 +1,1 @@
+"""Modules generated from protocol/*.x by ``tools/regen``; do not edit them by hand."""
