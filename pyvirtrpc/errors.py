@@ -1,6 +1,35 @@
-"""The exception hierarchy shared by every layer of pyvirtrpc."""
+"""The exception hierarchy shared by every layer of pyvirtrpc.
+
+``RemoteError`` carries libvirt's error numbers exactly as a C caller sees them; the
+enums ``ErrorNumber``, ``ErrorDomain`` and ``ErrorLevel`` (and libvirt's constant names,
+``VIR_ERR_NO_DOMAIN``...) come from ``protocol/virerror.x``. The common codes have
+subclasses, so ``except NoDomainError`` works as well as comparing ``exc.code``.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from pyvirtrpc.gen.virerror import ErrorDomain, ErrorLevel, ErrorNumber
+
+if TYPE_CHECKING:  # virnet's codec imports this module
+    from pyvirtrpc.gen.virnet import MessageError
+
+__all__ = [
+    "ConnectionClosed",
+    "Error",
+    "ErrorDomain",
+    "ErrorLevel",
+    "ErrorNumber",
+    "FramingError",
+    "InvalidArgError",
+    "NoDomainError",
+    "NoSupportError",
+    "OperationDeniedError",
+    "OperationInvalidError",
+    "ProtocolError",
+    "RemoteError",
+]
 
 
 class Error(Exception):
@@ -13,3 +42,113 @@ class ProtocolError(Error):
 
 class FramingError(ProtocolError):
     """A packet's length word or header is invalid; the connection cannot go on."""
+
+
+class ConnectionClosed(Error):
+    """The connection is gone; every pending and later call fails with this."""
+
+
+E = TypeVar("E", ErrorNumber, ErrorDomain, ErrorLevel)
+
+
+def _enum_or_int(cls: type[E], value: int) -> E | int:
+    try:
+        return cls(value)
+    except ValueError:
+        return value
+
+
+class RemoteError(Error):
+    """An error reported by the peer: libvirt's virError, field for field."""
+
+    code_class: ClassVar[ErrorNumber | None] = None
+    _by_code: ClassVar[dict[int, type[RemoteError]]] = {}
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if cls.code_class is not None:
+            RemoteError._by_code[cls.code_class] = cls
+
+    def __init__(
+        self,
+        code: int,
+        domain: int,
+        message: str | None,
+        level: int = ErrorLevel.ERROR,
+        str1: str | None = None,
+        str2: str | None = None,
+        str3: str | None = None,
+        int1: int = 0,
+        int2: int = 0,
+    ) -> None:
+        super().__init__(message or f"error {code} from domain {domain}")
+        self.code = _enum_or_int(ErrorNumber, code)
+        self.domain = _enum_or_int(ErrorDomain, domain)
+        self.level = _enum_or_int(ErrorLevel, level)
+        self.message = message
+        self.str1, self.str2, self.str3 = str1, str2, str3
+        self.int1, self.int2 = int1, int2
+
+    @staticmethod
+    def create(
+        code: int, domain: int, message: str | None, **details: int | str | None
+    ) -> RemoteError:
+        """Build the most specific subclass for ``code``."""
+        cls = RemoteError._by_code.get(code, RemoteError)
+        return cls(code, domain, message, **details)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_wire(cls, err: MessageError) -> RemoteError:
+        return RemoteError.create(
+            err.code,
+            err.domain,
+            err.message,
+            level=err.level,
+            str1=err.str1,
+            str2=err.str2,
+            str3=err.str3,
+            int1=err.int1,
+            int2=err.int2,
+        )
+
+    def to_wire(self) -> MessageError:
+        from pyvirtrpc.gen.virnet import MessageError
+
+        return MessageError(
+            int(self.code),
+            int(self.domain),
+            self.message,
+            int(self.level),
+            None,
+            self.str1,
+            self.str2,
+            self.str3,
+            self.int1,
+            self.int2,
+            None,
+        )
+
+    def __repr__(self) -> str:
+        code = getattr(self.code, "name", self.code)
+        domain = getattr(self.domain, "name", self.domain)
+        return f"{type(self).__name__}(code={code}, domain={domain}, message={self.message!r})"
+
+
+class NoDomainError(RemoteError):
+    code_class = ErrorNumber.NO_DOMAIN
+
+
+class NoSupportError(RemoteError):
+    code_class = ErrorNumber.NO_SUPPORT
+
+
+class InvalidArgError(RemoteError):
+    code_class = ErrorNumber.INVALID_ARG
+
+
+class OperationInvalidError(RemoteError):
+    code_class = ErrorNumber.OPERATION_INVALID
+
+
+class OperationDeniedError(RemoteError):
+    code_class = ErrorNumber.OPERATION_DENIED
