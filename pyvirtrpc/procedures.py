@@ -30,3 +30,21 @@ class ProcedureInfo:
     @property
     def name(self) -> str:
         return self.number.name
+
+
+def lookup(program: int, number: int) -> ProcedureInfo | None:
+    """The table row of a procedure of any program we know, or None."""
+    return _tables().get((program, number))
+
+
+_TABLE: dict[tuple[int, int], ProcedureInfo] = {}
+
+
+def _tables() -> dict[tuple[int, int], ProcedureInfo]:
+    if not _TABLE:  # the generated modules import this one: load them on first use
+        from pyvirtrpc.gen import keepalive, qemu, remote
+
+        for module in (remote, qemu, keepalive):
+            for info in module.PROCEDURES.values():
+                _TABLE[info.program, int(info.number)] = info
+    return _TABLE
