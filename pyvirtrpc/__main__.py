@@ -1,0 +1,5 @@
+import sys
+
+from pyvirtrpc.cli import main
+
+sys.exit(main())
