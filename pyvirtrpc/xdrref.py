@@ -99,7 +99,7 @@ def _pack(t: XdrType, v: Any, p: xdrlib3.Packer, where: str) -> None:
         _pack(t.discriminant_type, d, p, f"{where}.{t.discriminant}")
         arm = t.arms.get(d, t.default)
         if arm is None:
-            raise xdr.unknown_arm(where, d)
+            raise xdr.unknown_arm(f"{where}.{t.discriminant}", d)
         _pack(arm[1], v.value, p, f"{where}.{arm[0]}")  # type: ignore[attr-defined]
     elif not isinstance(t, xdr.VoidType):
         raise TypeError(f"unknown XDR type node {t!r}")
@@ -153,7 +153,7 @@ def _unpack_node(t: XdrType, u: xdrlib3.Unpacker, where: str) -> Any:
         d = _unpack(t.discriminant_type, u, f"{where}.{t.discriminant}")
         arm = t.arms.get(d, t.default)
         if arm is None:
-            raise xdr.unknown_arm(where, d)
+            raise xdr.unknown_arm(f"{where}.{t.discriminant}", d)
         return t.cls(d, _unpack(arm[1], u, f"{where}.{arm[0]}"))  # type: ignore[call-arg]
     if isinstance(t, xdr.VoidType):
         return None

@@ -283,7 +283,7 @@ class TypedParamValue(xdr.XdrStruct):
             out += _S_i.pack(d)
             xdr.pack_string(out, value, 4194304, 'remote_typed_param_value.s')
         else:
-            raise xdr.unknown_arm('remote_typed_param_value', d)
+            raise xdr.unknown_arm('remote_typed_param_value.type', d)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
@@ -316,7 +316,7 @@ class TypedParamValue(xdr.XdrStruct):
         elif d == 7:
             value7, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_typed_param_value.s')
             return cls(TypedParamType.STRING, value7), pos
-        raise xdr.unknown_arm('remote_typed_param_value', d)
+        raise xdr.unknown_arm('remote_typed_param_value.type', d)
 
 
 TypedParamValue.xdr_type = xdr.UnionType(

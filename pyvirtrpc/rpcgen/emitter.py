@@ -71,7 +71,7 @@ class Emitter:
         self.spec = spec
         self.source = source
         self.prefix = spec.annotations.get("prefix", "")
-        self.constants: dict[str, int] = {}
+        self.constants: dict[str, int] = {"FALSE": 0, "TRUE": 1}  # for bool unions
         self.types: dict[str, ast.Enum | ast.Struct | ast.Union | ast.Typedef] = {}
         self.enum_members: dict[str, str] = {}  # constant name -> Class.MEMBER
         self.formats: dict[str, str] = {}  # struct format -> constant name
@@ -106,10 +106,13 @@ class Emitter:
     def number(self, text: str, token: ast.Token | None) -> int:
         if text in self.constants:
             return self.constants[text]
+        digits = text.removeprefix("-")
+        octal = len(digits) > 1 and digits[0] == "0" and digits[1] not in "xX"  # C's 010
         try:
-            return int(text, 0)
+            value = int(digits, 8 if octal else 0)
         except ValueError:
             raise self.fail(token, f"unknown constant {text!r}") from None
+        return -value if text.startswith("-") else value
 
     def class_name(self, name: str) -> str:
         if self.prefix and name.startswith(self.prefix):
@@ -381,10 +384,14 @@ class Emitter:
         if "None" in value_types:  # None goes last, by convention
             value_types = [t for t in value_types if t != "None"] + ["None"]
         lines += [f"    {disc_name}: {self.py_type(disc)}", f"    value: {' | '.join(value_types)}"]
+        disc_where = f"{d.name}.{d.discriminant.name}"
+        disc_expr = f"self.{disc_name}"
+        if disc.kind == "bool":
+            disc_expr = f"xdr.check_bool({disc_expr}, {disc_where!r})"
         pack = [
             "",
             "    def pack_into(self, out: bytearray) -> None:",
-            f"        d = self.{disc_name}",
+            f"        d = {disc_expr}",
             "        value: Any = self.value",
         ]
         unpack = [
@@ -394,18 +401,26 @@ class Emitter:
             f"        (d,) = {self.struct_const(disc_fmt)}.unpack_from(buf, pos)",
             "        pos += 4",
         ]
+        if disc.kind == "bool":
+            unpack.append(f"        d = xdr.as_bool(d, {disc_where!r})")
+        allowed = self.label_range(disc)
         descriptor_arms = []
         keyword_ = "if"
         for labels, arm in arms:
             values = [self.number(label, d.token) for label in labels]
+            for label, value in zip(labels, values, strict=True):
+                if value not in allowed:
+                    raise self.fail(d.token, f"case {label} is not a valid {disc.ref or disc.kind}")
             test = f"d == {values[0]}" if len(values) == 1 else f"d in {tuple(values)}"
             where = f"{d.name}.{arm.name if arm else 'void'}"
             pack.append(f"        {keyword_} {test}:")
             unpack.append(f"        {keyword_} {test}:")
             keyword_ = "elif"
             disc_value = "d"
-            if disc.kind == "enum" and len(labels) == 1:
-                disc_value = self.enum_members.get(labels[0], f"{self.py_type(disc)}(d)")
+            if disc.kind == "enum":
+                disc_value = f"{self.py_type(disc)}(d)"
+                if len(labels) == 1:
+                    disc_value = self.enum_members.get(labels[0], disc_value)
             pack += self.pack_arm(disc_fmt, arm, where)
             unpack += self.unpack_arm(arm, where, disc_value)
             for value in values:
@@ -420,7 +435,7 @@ class Emitter:
             pack.append("        else:" if arms else "        if True:")
             unpack.append("        else:" if arms else "        if True:")
             if disc.kind == "enum":
-                pack.append(f"            xdr.check_enum(d, {self.py_type(disc)}, {d.name!r})")
+                pack.append(f"            xdr.check_enum(d, {self.py_type(disc)}, {disc_where!r})")
             pack += self.pack_arm(disc_fmt, arm, where)
             disc_value = f"{self.py_type(disc)}(d)" if disc.kind == "enum" else "d"
             unpack += self.unpack_arm(arm, where, disc_value)
@@ -429,8 +444,8 @@ class Emitter:
                 f"{self.descriptor(self.resolve(arm)) if arm else 'xdr.VOID'})"
             )
         else:
-            pack += ["        else:", f"            raise xdr.unknown_arm({d.name!r}, d)"]
-            unpack.append(f"        raise xdr.unknown_arm({d.name!r}, d)")
+            pack += ["        else:", f"            raise xdr.unknown_arm({disc_where!r}, d)"]
+            unpack.append(f"        raise xdr.unknown_arm({disc_where!r}, d)")
         lines += pack + unpack
         lines += [
             "",
@@ -445,6 +460,16 @@ class Emitter:
             ")",
         ]
         return lines
+
+    def label_range(self, disc: Model) -> range | set[int]:
+        """The values a case label of this discriminant may take."""
+        if disc.kind == "enum":
+            definition = self.types[disc.ref or ""]
+            assert isinstance(definition, ast.Enum)
+            return {self.constants[m.name] for m in definition.members}
+        return {"int": range(-(2**31), 2**31), "unsigned int": range(2**32)}.get(
+            disc.kind, range(2)
+        )
 
     def pack_arm(self, disc_fmt: str, arm: ast.Decl | None, where: str) -> list[str]:
         pad = "            "
