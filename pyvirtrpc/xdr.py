@@ -54,10 +54,18 @@ class XdrError(ProtocolError, ValueError):
 # ---------------------------------------------------------------- pack helpers
 
 
-def pack_string(out: bytearray, value: str, limit: int, where: str) -> None:
+def string_bytes(value: str, where: str) -> bytes:
+    """The bytes of a string on the wire (undecodable bytes were kept as surrogates)."""
     if not isinstance(value, str):
         raise XdrError(where, f"expected str, got {type(value).__name__}")
-    data = value.encode("utf-8", "surrogateescape")
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise XdrError(where, f"cannot encode {value!r:.60}: {exc.reason}") from None
+
+
+def pack_string(out: bytearray, value: str, limit: int, where: str) -> None:
+    data = string_bytes(value, where)
     n = len(data)
     if n > limit:
         raise XdrError(where, f"string of {n} bytes exceeds the limit of {limit}")

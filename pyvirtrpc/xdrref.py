@@ -58,9 +58,7 @@ def _pack(t: XdrType, v: Any, p: xdrlib3.Packer, where: str) -> None:
     elif isinstance(t, xdr.EnumType):
         p.pack_int(xdr.check_enum(v, t.cls, where))
     elif isinstance(t, xdr.StringType):
-        if not isinstance(v, str):
-            raise XdrError(where, f"expected str, got {type(v).__name__}")
-        data = v.encode("utf-8", "surrogateescape")
+        data = xdr.string_bytes(v, where)
         if len(data) > t.limit:
             raise XdrError(where, f"string of {len(data)} bytes exceeds the limit of {t.limit}")
         p.pack_string(data)

@@ -260,10 +260,14 @@ class Emitter:
         targets = ", ".join(var for _, var, _ in run)
         if len(run) == 1:
             targets = f"({targets},)"
-        lines = [
-            f"{pad}{targets} = {self.struct_const(fmt)}.unpack_from(buf, pos)",
-            f"{pad}pos += {size}",
-        ]
+        lines = [f"{pad}{targets} = {self.struct_const(fmt)}.unpack_from(buf, pos)"]
+        offset = 0
+        for m, _, where in run:  # struct skips padding ("x") without looking at it
+            padded = self.fmt(m)[1]
+            if m.kind == "fopaque" and padded != m.size:
+                lines.append(f"{pad}xdr.skip_padded(buf, pos + {offset}, {m.size}, {where!r})")
+            offset += padded
+        lines.append(f"{pad}pos += {size}")
         for m, var, where in run:
             if m.kind == "enum":
                 lines.append(f"{pad}{var} = {self.py_type(m)}({var})")
