@@ -86,9 +86,17 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Packet]:
+        return [decode_packet(frame) for frame in self.feed_frames(data)]
+
+    def feed_frames(self, data: bytes) -> list[bytes]:
+        """Like :meth:`feed`, but return each whole packet undecoded (length word included).
+
+        Only the length word is checked; a server uses this to treat packets with unknown
+        types or statuses one by one, as libvirtd does, instead of dropping the connection.
+        """
         buffer = self._buffer
         buffer += data
-        packets = []
+        frames = []
         start = 0
         while len(buffer) - start >= 4:
             (size,) = LENGTH.unpack_from(buffer, start)
@@ -98,8 +106,8 @@ class FrameDecoder:
                 )
             if len(buffer) - start < size:
                 break
-            packets.append(decode_packet(bytes(buffer[start : start + size])))
+            frames.append(bytes(buffer[start : start + size]))
             start += size
         if start:
             del buffer[:start]
-        return packets
+        return frames
