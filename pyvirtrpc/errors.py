@@ -97,6 +97,20 @@ class RemoteError(Error):
         cls = RemoteError._by_code.get(code, RemoteError)
         return cls(code, domain, message, **details)  # type: ignore[arg-type]
 
+    @staticmethod
+    def report(code: ErrorNumber, domain: ErrorDomain, detail: str | None = None) -> RemoteError:
+        """The error libvirt's ``virReportError(code, detail)`` makes in ``domain``.
+
+        As libvirt fills it: ``message`` is the code's template with the detail,
+        ``str1`` the template, ``str2`` the detail, ``int1`` and ``int2`` -1.
+        """
+        bare, with_detail = _TEMPLATES[code]
+        template = bare if detail is None else with_detail
+        message = template if detail is None else template.replace("%s", detail)
+        return RemoteError.create(
+            code, domain, message, str1=template, str2=detail, int1=-1, int2=-1
+        )
+
     @classmethod
     def from_wire(cls, err: MessageError) -> RemoteError:
         return RemoteError.create(
@@ -152,3 +166,39 @@ class OperationInvalidError(RemoteError):
 
 class OperationDeniedError(RemoteError):
     code_class = ErrorNumber.OPERATION_DENIED
+
+
+# libvirt's message templates (virErrorMsg) for the codes pyvirtrpc reports itself:
+# (without a detail, with one).
+_TEMPLATES: dict[ErrorNumber, tuple[str, str]] = {
+    ErrorNumber.INTERNAL_ERROR: ("internal error", "internal error: %s"),
+    ErrorNumber.NO_SUPPORT: (
+        "this function is not supported by the connection driver",
+        "this function is not supported by the connection driver: %s",
+    ),
+    ErrorNumber.NO_CONNECT: (
+        "no connection driver available",
+        "no connection driver available for %s",
+    ),
+    ErrorNumber.INVALID_ARG: ("invalid argument", "invalid argument: %s"),
+    ErrorNumber.OPERATION_FAILED: ("operation failed", "operation failed: %s"),
+    ErrorNumber.NO_NAME: ("missing name information", "missing name information in %s"),
+    ErrorNumber.XML_ERROR: (
+        "XML description is invalid or not well formed",
+        "XML error: %s",
+    ),
+    ErrorNumber.OPERATION_DENIED: (
+        "operation forbidden for read only access",
+        "operation forbidden: %s",
+    ),
+    ErrorNumber.XML_DETAIL: ("parser error", "%s"),
+    ErrorNumber.RPC: ("RPC error", "%s"),
+    ErrorNumber.NO_DOMAIN: ("Domain not found", "Domain not found: %s"),
+    ErrorNumber.OPERATION_INVALID: (
+        "Requested operation is not valid",
+        "Requested operation is not valid: %s",
+    ),
+    ErrorNumber.CONFIG_UNSUPPORTED: ("unsupported configuration", "unsupported configuration: %s"),
+    ErrorNumber.ARGUMENT_UNSUPPORTED: ("argument unsupported", "argument unsupported: %s"),
+    ErrorNumber.OPERATION_UNSUPPORTED: ("Operation not supported", "Operation not supported: %s"),
+}

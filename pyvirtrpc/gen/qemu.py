@@ -427,11 +427,11 @@ QEMU_PROC_DOMAIN_MONITOR_COMMAND_WITH_FILES = Procedure.DOMAIN_MONITOR_COMMAND_W
 
 
 PROCEDURES: dict[int, ProcedureInfo] = {
-    Procedure.DOMAIN_MONITOR_COMMAND: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_MONITOR_COMMAND, 'virDomainMonitorCommand', args=DomainMonitorCommandArgs, ret=DomainMonitorCommandRet, writes=True),
-    Procedure.DOMAIN_ATTACH: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_ATTACH, 'virDomainAttach', args=DomainAttachArgs, ret=DomainAttachRet, writes=True),
-    Procedure.DOMAIN_AGENT_COMMAND: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_AGENT_COMMAND, 'virDomainAgentCommand', args=DomainAgentCommandArgs, ret=DomainAgentCommandRet, writes=True),
-    Procedure.CONNECT_DOMAIN_MONITOR_EVENT_REGISTER: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.CONNECT_DOMAIN_MONITOR_EVENT_REGISTER, 'virConnectDomainMonitorEventRegister', args=ConnectDomainMonitorEventRegisterArgs, ret=ConnectDomainMonitorEventRegisterRet, writes=True),
-    Procedure.CONNECT_DOMAIN_MONITOR_EVENT_DEREGISTER: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.CONNECT_DOMAIN_MONITOR_EVENT_DEREGISTER, 'virConnectDomainMonitorEventDeregister', args=ConnectDomainMonitorEventDeregisterArgs, writes=True),
+    Procedure.DOMAIN_MONITOR_COMMAND: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_MONITOR_COMMAND, 'virDomainQemuMonitorCommand', args=DomainMonitorCommandArgs, ret=DomainMonitorCommandRet, writes=True),
+    Procedure.DOMAIN_ATTACH: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_ATTACH, 'virDomainQemuAttach', args=DomainAttachArgs, ret=DomainAttachRet, writes=True),
+    Procedure.DOMAIN_AGENT_COMMAND: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_AGENT_COMMAND, 'virDomainQemuAgentCommand', args=DomainAgentCommandArgs, ret=DomainAgentCommandRet, writes=True),
+    Procedure.CONNECT_DOMAIN_MONITOR_EVENT_REGISTER: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.CONNECT_DOMAIN_MONITOR_EVENT_REGISTER, 'virConnectDomainQemuMonitorEventRegister', args=ConnectDomainMonitorEventRegisterArgs, ret=ConnectDomainMonitorEventRegisterRet, writes=True),
+    Procedure.CONNECT_DOMAIN_MONITOR_EVENT_DEREGISTER: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.CONNECT_DOMAIN_MONITOR_EVENT_DEREGISTER, 'virConnectDomainQemuMonitorEventDeregister', args=ConnectDomainMonitorEventDeregisterArgs, writes=True),
     Procedure.DOMAIN_MONITOR_EVENT: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_MONITOR_EVENT, 'virDomainMonitorEvent', args=DomainMonitorEventMsg, kind=ProcedureKind.EVENT),
-    Procedure.DOMAIN_MONITOR_COMMAND_WITH_FILES: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_MONITOR_COMMAND_WITH_FILES, 'virDomainMonitorCommandWithFiles', args=DomainMonitorCommandWithFilesArgs, ret=DomainMonitorCommandWithFilesRet, writes=True, fds=True),
+    Procedure.DOMAIN_MONITOR_COMMAND_WITH_FILES: ProcedureInfo(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, Procedure.DOMAIN_MONITOR_COMMAND_WITH_FILES, 'virDomainQemuMonitorCommandWithFiles', args=DomainMonitorCommandWithFilesArgs, ret=DomainMonitorCommandWithFilesRet, writes=True, fds=True),
 }
