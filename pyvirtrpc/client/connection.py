@@ -1,0 +1,751 @@
+"""The Trio client: one connection to a libvirt daemon, shared by any number of tasks.
+
+Three background tasks run per connection: a reader (bytes in, replies to their callers,
+events to their subscribers), a writer (everything the session queues, in order, so a
+cancelled caller can never leave half a packet on the wire), and keepalive. A waiting
+call parks its task and is woken with its reply; cancelling it tells the session to drop
+the late reply. When the peer goes away, every waiting call, and every call after it,
+raises ConnectionClosed, and every event subscriber gets a last ConnectionClosedEvent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, overload
+
+import outcome
+import trio
+
+from pyvirtrpc import procedures
+from pyvirtrpc.client.domain import Domain, NodeInfo
+from pyvirtrpc.client.subscriptions import (
+    DEFAULT_EVENT_BUFFER,
+    CloseReason,
+    EventStream,
+    Family,
+    Registration,
+    family_of,
+)
+from pyvirtrpc.errors import (
+    ConnectionClosed,
+    Error,
+    ErrorDomain,
+    ErrorNumber,
+    NoDomainError,
+    NoSupportError,
+    ProtocolError,
+    RemoteError,
+)
+from pyvirtrpc.events import (
+    LEGACY_EVENT_IDS,
+    ConnectionClosedEvent,
+    DomainEventID,
+    Event,
+    NetworkEventID,
+    NodeDeviceEventID,
+    SecretEventID,
+    StoragePoolEventID,
+    decode_event,
+)
+from pyvirtrpc.gen import keepalive as keepalive_program
+from pyvirtrpc.gen import qemu
+from pyvirtrpc.gen import remote as wire
+from pyvirtrpc.gen.remote import REMOTE_PROGRAM, AuthType
+from pyvirtrpc.gen.remote import Procedure as P
+from pyvirtrpc.procedures import ProcedureInfo, ProcedureKind
+from pyvirtrpc.sansio.client import (
+    DEFAULT_MAX_IN_FLIGHT,
+    ClientSession,
+    ErrorReply,
+    Reply,
+    ServerMessage,
+)
+from pyvirtrpc.transport import open_transport
+from pyvirtrpc.typedparams import TypedValue, decode_params
+from pyvirtrpc.uri import ParsedURI, parse_uri
+from pyvirtrpc.xdr import XdrStruct
+
+log = logging.getLogger("pyvirtrpc.client")
+
+R = TypeVar("R", bound=XdrStruct)
+
+READ_SIZE = 256 * 1024
+VIR_CONNECT_RO = 1
+CONNECT_LIST_DOMAINS_ACTIVE_INACTIVE = 3  # VIR_CONNECT_LIST_DOMAINS_ACTIVE | _INACTIVE
+
+
+class Feature(enum.IntEnum):
+    """The VIR_DRV_FEATURE_* numbers the client asks about."""
+
+    PROGRAM_KEEPALIVE = 10
+    REMOTE_EVENT_CALLBACK = 14
+    REMOTE_CLOSE_CALLBACK = 15
+
+
+_PROGRAMS: dict[type[enum.IntEnum], int] = {
+    wire.Procedure: REMOTE_PROGRAM,
+    qemu.Procedure: qemu.QEMU_PROGRAM,
+    keepalive_program.Procedure: keepalive_program.KEEPALIVE_PROGRAM,
+}
+
+# Which libvirt source file an API lives in decides the domain of its local errors.
+_API_ERROR_DOMAINS = (
+    ("virNodeDevice", ErrorDomain.NODEDEV),
+    ("virNetwork", ErrorDomain.NETWORK),
+    ("virStorage", ErrorDomain.STORAGE),
+    ("virSecret", ErrorDomain.SECRET),
+)
+
+
+def procedure_info(procedure: enum.IntEnum | ProcedureInfo) -> ProcedureInfo:
+    """The table row of ``procedure`` (``remote.Procedure.X``, ``qemu.Procedure.Y``...)."""
+    if isinstance(procedure, ProcedureInfo):
+        return procedure
+    program = _PROGRAMS.get(type(procedure))
+    info = procedures.lookup(program, int(procedure)) if program is not None else None
+    if info is None:
+        raise ValueError(f"{procedure!r} is not a procedure of a program pyvirtrpc knows")
+    return info
+
+
+def _fresh(exc: ConnectionClosed) -> ConnectionClosed:
+    """A new ConnectionClosed for one raiser (one exception object per traceback)."""
+    new = ConnectionClosed(*exc.args)
+    new.__cause__ = exc.__cause__
+    return new
+
+
+class Connection:
+    """An open connection; made by :func:`open_connection`, valid inside its ``async with``."""
+
+    def __init__(self, stream: trio.abc.Stream, target: ParsedURI, *,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 event_buffer: int = DEFAULT_EVENT_BUFFER) -> None:
+        self.target = target
+        self.uri: str | None = target.uri
+        self.readonly = target.readonly
+        self.event_buffer = event_buffer
+        self.server_keepalive = False
+        self.server_event_callbacks = False
+        self.server_close_callback = False
+        self._stream = stream
+        self._session: ClientSession[trio.lowlevel.Task] = ClientSession(max_in_flight)
+        self._writer = trio.lowlevel.ParkingLot()
+        self._keepalive_changed = trio.lowlevel.ParkingLot()
+        self._closed: ConnectionClosed | None = None
+        self._closing = False
+        self._closed_event = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._registrations: dict[tuple[Family, int, object], Registration] = {}
+        self._by_callback: dict[tuple[Family, int], Registration] = {}
+        self._streams: set[EventStream] = set()
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is gone (any later call raises ConnectionClosed)."""
+        return self._closed is not None
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is gone."""
+        await self._closed_event.wait()
+
+    # ---------------------------------------------------------------- calls
+
+    async def call(self, procedure: enum.IntEnum | ProcedureInfo,
+                   args: XdrStruct | None = None) -> Any:
+        """Call any procedure of the generated tables; returns its decoded ``ret`` or None.
+
+        ``procedure`` is e.g. ``remote.Procedure.DOMAIN_GET_INFO``; ``args`` its args struct.
+        """
+        info = procedure_info(procedure)
+        return await self._call(info, args, info.ret)
+
+    @overload
+    async def _call(self, procedure: enum.IntEnum | ProcedureInfo, args: XdrStruct | None,
+                    ret: type[R]) -> R: ...
+
+    @overload
+    async def _call(self, procedure: enum.IntEnum | ProcedureInfo,
+                    args: XdrStruct | None = None, ret: None = None) -> None: ...
+
+    async def _call(self, procedure: enum.IntEnum | ProcedureInfo,
+                    args: XdrStruct | None = None,
+                    ret: type[XdrStruct] | None = None) -> XdrStruct | None:
+        info = procedure_info(procedure)
+        if info.kind is not ProcedureKind.CALL or info.fds:
+            await trio.lowlevel.checkpoint()
+            what = "an event" if info.kind is ProcedureKind.EVENT else (
+                "a stream procedure" if info.kind is ProcedureKind.STREAM
+                else "a procedure passing file descriptors")
+            raise RemoteError.create(
+                ErrorNumber.NO_SUPPORT, ErrorDomain.RPC,
+                f"this function is not supported by the connection driver: {info.api} "
+                f"({info.name} is {what}, which pyvirtrpc's client does not call)",
+            )
+        if info.writes and self.readonly:
+            await trio.lowlevel.checkpoint()
+            raise RemoteError.create(
+                ErrorNumber.OPERATION_DENIED, _error_domain(info),
+                f"operation forbidden: read only access prevents {info.api}",
+            )
+        if (args is None) != (info.args is None):
+            raise TypeError(f"{info.name} takes {info.args.__name__ if info.args else 'no'} "
+                            f"arguments, got {type(args).__name__}")
+        payload = await self._roundtrip(
+            info.program, info.version, int(info.number), args.encode() if args else b""
+        )
+        if ret is not None:
+            return ret.decode(payload)
+        if payload:
+            raise ProtocolError(f"{info.name} returns nothing, got {len(payload)} bytes")
+        return None
+
+    async def _roundtrip(self, prog: int, vers: int, proc: int, payload: bytes) -> bytes:
+        """Send one call and wait for its reply payload (the hot path)."""
+        if self._closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise _fresh(self._closed)
+        session = self._session
+        serial = session.call(prog, vers, proc, payload, trio.lowlevel.current_task())
+        self._writer.unpark()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            session.abandon(prog, serial)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: bytes = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+    # ------------------------------------------------------- background I/O
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                   ) -> None:
+        """The background tasks, in a nursery of their own that ``_lose`` cancels."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._read_loop)
+            nursery.start_soon(self._write_loop)
+            task_status.started()
+
+    async def _read_loop(self) -> None:
+        session, stream = self._session, self._stream
+        reschedule = trio.lowlevel.reschedule
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
+                return
+            if not data:
+                if self._closing:
+                    self._lose("connection closed", CloseReason.CLIENT)
+                else:
+                    self._lose("the daemon closed the connection", CloseReason.EOF)
+                return
+            try:
+                events = session.receive_data(bytes(data), trio.current_time())
+            except ProtocolError as exc:
+                self._lose(f"protocol error from the daemon: {exc}", CloseReason.ERROR, exc)
+                return
+            for event in events:
+                if type(event) is Reply:
+                    reschedule(event.token, outcome.Value(event.payload))
+                elif type(event) is ErrorReply:
+                    reschedule(event.token, outcome.Error(event.error))
+                elif type(event) is ServerMessage:
+                    self._on_message(event.prog, event.proc, event.payload)
+            self._writer.unpark()
+            self._keepalive_changed.unpark()
+
+    async def _write_loop(self) -> None:
+        session, stream = self._session, self._stream
+        while True:
+            data = session.data_to_send()
+            if not data:
+                await self._writer.park()
+                continue
+            try:
+                await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
+                return
+
+    async def _keepalive_loop(self) -> None:
+        session = self._session
+        keepalive = session.keepalive
+        assert keepalive is not None
+        while True:
+            with trio.move_on_at(keepalive.deadline):
+                await self._keepalive_changed.park()
+                continue
+            if session.poll_keepalive(trio.current_time()):
+                self._lose(
+                    f"no answer to keepalive for {keepalive.interval * (keepalive.count + 1):g} s",
+                    CloseReason.KEEPALIVE,
+                )
+                return
+            self._writer.unpark()
+
+    def _lose(self, message: str, reason: CloseReason, cause: BaseException | None = None) -> None:
+        """The connection is gone: fail every waiter, end every subscription, stop I/O."""
+        if self._closed is not None:
+            return
+        closed = ConnectionClosed(message)
+        closed.__cause__ = cause
+        self._closed = closed
+        for task in self._session.close(closed):
+            trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
+        final = ConnectionClosedEvent(reason)
+        for stream in list(self._streams):
+            stream.end(final)
+        for registration in list(self._registrations.values()):
+            registration.registered.set()
+        self._closed_event.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------- events
+
+    def _on_message(self, prog: int, proc: int, payload: bytes) -> None:
+        if prog != REMOTE_PROGRAM:
+            return  # QEMU monitor events: nobody can subscribe to them here
+        try:
+            callback_id, event = decode_event(proc, payload)
+        except ProtocolError as exc:
+            log.warning("dropped an event the daemon sent (procedure %d): %s", proc, exc)
+            return
+        if isinstance(event, ConnectionClosedEvent):
+            for stream in list(self._streams):
+                stream.push(event)
+            return
+        family = family_of(event)
+        if callback_id is not None:
+            registration = self._by_callback.get((family, callback_id))
+            targets = registration.subscribers if registration is not None else ()
+        else:  # legacy form: every registration of that ID, filtered locally
+            event_id = type(event).event_id  # type: ignore[attr-defined]
+            targets = {s for r in self._registrations.values()
+                       if r.legacy and r.family is family and r.event_id == event_id
+                       for s in r.subscribers}
+        for stream in targets:
+            stream.push(event)
+
+    @asynccontextmanager
+    async def domain_events(
+        self, *event_ids: DomainEventID | int, domain: Domain | None = None,
+        buffer: int | None = None,
+    ) -> AsyncIterator[EventStream]:
+        """Subscribe to domain events (all of them without IDs); ``domain`` filters.
+
+        Registers with the server once per (event ID, domain) however many subscribers
+        share it, and deregisters when the last one leaves. Servers without callback IDs
+        (feature 14) are registered the legacy way and filtered here.
+        """
+        ids = [DomainEventID(i) for i in event_ids] or list(DomainEventID)
+        ref = domain.ref if domain is not None else None
+        uuid_filter = ref.uuid if ref is not None else None
+
+        def same_domain(event: Event) -> bool:
+            return getattr(event, "domain", None) is None or event.domain.uuid == uuid_filter  # type: ignore[attr-defined]
+
+        accept = same_domain if uuid_filter is not None and not self.server_event_callbacks \
+            else None
+        async with self._subscription(Family.DOMAIN, ids, ref, uuid_filter, buffer,
+                                      accept) as stream:
+            yield stream
+
+    @asynccontextmanager
+    async def network_events(self, *event_ids: NetworkEventID | int,
+                             network: wire.NonnullNetwork | None = None,
+                             buffer: int | None = None) -> AsyncIterator[EventStream]:
+        ids = [NetworkEventID(i) for i in event_ids] or list(NetworkEventID)
+        async with self._subscription(Family.NETWORK, ids, network, _key(network),
+                                      buffer) as stream:
+            yield stream
+
+    @asynccontextmanager
+    async def storage_pool_events(self, *event_ids: StoragePoolEventID | int,
+                                  pool: wire.NonnullStoragePool | None = None,
+                                  buffer: int | None = None) -> AsyncIterator[EventStream]:
+        ids = [StoragePoolEventID(i) for i in event_ids] or list(StoragePoolEventID)
+        async with self._subscription(Family.STORAGE_POOL, ids, pool, _key(pool),
+                                      buffer) as stream:
+            yield stream
+
+    @asynccontextmanager
+    async def node_device_events(self, *event_ids: NodeDeviceEventID | int,
+                                 device: wire.NonnullNodeDevice | None = None,
+                                 buffer: int | None = None) -> AsyncIterator[EventStream]:
+        ids = [NodeDeviceEventID(i) for i in event_ids] or list(NodeDeviceEventID)
+        async with self._subscription(Family.NODE_DEVICE, ids, device, _key(device),
+                                      buffer) as stream:
+            yield stream
+
+    @asynccontextmanager
+    async def secret_events(self, *event_ids: SecretEventID | int,
+                            secret: wire.NonnullSecret | None = None,
+                            buffer: int | None = None) -> AsyncIterator[EventStream]:
+        ids = [SecretEventID(i) for i in event_ids] or list(SecretEventID)
+        async with self._subscription(Family.SECRET, ids, secret, _key(secret),
+                                      buffer) as stream:
+            yield stream
+
+    @asynccontextmanager
+    async def _subscription(self, family: Family, event_ids: list[Any], target: Any,
+                            filter_key: object, buffer: int | None,
+                            accept: Any = None) -> AsyncIterator[EventStream]:
+        stream = EventStream(buffer or self.event_buffer, accept)
+        if self._closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise _fresh(self._closed)
+        joined: list[Registration] = []
+        self._streams.add(stream)
+        try:
+            for event_id in event_ids:
+                joined.append(await self._join(family, int(event_id), target, filter_key,
+                                               stream))
+            yield stream
+        finally:
+            self._streams.discard(stream)
+            stream.end()
+            for registration in joined:
+                registration.leave(stream)
+            for registration in joined:
+                if registration.leaving and self._closed is None:
+                    await registration.gone.wait()
+
+    async def _join(self, family: Family, event_id: int, target: Any, filter_key: object,
+                    stream: EventStream) -> Registration:
+        legacy = family is Family.DOMAIN and not self.server_event_callbacks
+        if legacy:
+            if event_id not in LEGACY_EVENT_IDS:
+                await trio.lowlevel.checkpoint()
+                raise RemoteError.create(
+                    ErrorNumber.NO_SUPPORT, ErrorDomain.RPC,
+                    f"this function is not supported by the connection driver: "
+                    f"event ID {event_id} needs a server with callback IDs (feature 14)",
+                )
+            filter_key, target = None, None  # one legacy registration serves all domains
+        key = (family, event_id, filter_key)
+        registration = self._registrations.get(key)
+        while registration is not None and registration.leaving:
+            await registration.gone.wait()
+            registration = self._registrations.get(key)
+        if registration is None:
+            registration = Registration(family, event_id, filter_key, legacy=legacy)
+            self._registrations[key] = registration
+            assert self._nursery is not None
+            self._nursery.start_soon(self._maintain, registration, target)
+        registration.subscribers.add(stream)
+        try:
+            await registration.registered.wait()
+        except BaseException:
+            registration.leave(stream)
+            raise
+        if registration.error is not None:
+            registration.leave(stream)
+            raise registration.error
+        if self._closed is not None:
+            registration.leave(stream)
+            raise _fresh(self._closed)
+        return registration
+
+    async def _maintain(self, registration: Registration, target: Any) -> None:
+        """Register with the server, wait for the last subscriber to go, deregister.
+
+        Runs in the connection's nursery, so that a subscriber cancelled mid-call can never
+        leave the server's registrations and ours out of step.
+        """
+        family, event_id = registration.family, registration.event_id
+        try:
+            try:
+                if registration.legacy:
+                    await self._call(P.CONNECT_DOMAIN_EVENT_REGISTER_ANY,
+                                     wire.ConnectDomainEventRegisterAnyArgs(event_id))
+                else:
+                    registration.callback_id = await _register(self, family, event_id, target)
+                    self._by_callback[family, registration.callback_id] = registration
+            except Error as exc:
+                registration.error = exc
+                return
+            finally:
+                registration.registered.set()
+            await registration.idle.wait()
+            try:
+                if registration.legacy:
+                    await self._call(P.CONNECT_DOMAIN_EVENT_DEREGISTER_ANY,
+                                     wire.ConnectDomainEventDeregisterAnyArgs(event_id))
+                else:
+                    assert registration.callback_id is not None
+                    await _deregister(self, family, registration.callback_id)
+            except Error as exc:
+                log.debug("event deregistration failed: %s", exc)
+        finally:
+            if registration.callback_id is not None:
+                self._by_callback.pop((family, registration.callback_id), None)
+            if self._registrations.get(registration.key) is registration:
+                del self._registrations[registration.key]
+            registration.gone.set()
+
+    # ---------------------------------------------------------- open/close
+
+    async def _open(self, keepalive: tuple[float, int] | None) -> None:
+        """The handshake of libvirt's remote driver, step for step."""
+        target = self.target
+        await self._authenticate(target.options.get("auth"))
+        self.server_keepalive = await self.supports_feature(Feature.PROGRAM_KEEPALIVE)
+        await self._call(P.CONNECT_OPEN, wire.ConnectOpenArgs(
+            target.name, VIR_CONNECT_RO if target.readonly else 0))
+        if target.uri is None:
+            self.uri = (await self._call(P.CONNECT_GET_URI, None, wire.ConnectGetUriRet)).uri
+        self.server_event_callbacks = await self.supports_feature(Feature.REMOTE_EVENT_CALLBACK)
+        self.server_close_callback = await self.supports_feature(Feature.REMOTE_CLOSE_CALLBACK)
+        if keepalive is not None and self.server_keepalive:
+            interval, count = keepalive
+            self._session.start_keepalive(interval, count, trio.current_time())
+            assert self._nursery is not None
+            self._nursery.start_soon(self._keepalive_loop)
+
+    async def _authenticate(self, wanted: str | None) -> None:
+        try:
+            offered = (await self._call(P.AUTH_LIST, None, wire.AuthListRet)).types
+        except NoSupportError:
+            return  # a server older than authentication
+        if not offered:
+            return
+        if wanted is not None:
+            lowered = wanted.lower()
+            if lowered == "sasl" or lowered.startswith("sasl."):
+                want = AuthType.SASL
+            elif lowered == "polkit":
+                want = AuthType.POLKIT
+            else:
+                raise _auth_error(f"unknown authentication type {wanted}")
+            if want not in offered:
+                raise _auth_error(f"requested authentication type {wanted} rejected")
+            method = want
+        else:
+            method = offered[0]
+        if method == AuthType.POLKIT:
+            await self._call(P.AUTH_POLKIT, None, wire.AuthPolkitRet)
+        elif method == AuthType.SASL:
+            raise _auth_error(
+                "the server requires SASL authentication, which pyvirtrpc does not support "
+                "(configure auth_unix_rw/auth_tcp = \"none\" or \"polkit\", or use TLS "
+                "client certificates with auth_tls = \"none\")"
+            )
+        elif method != AuthType.NONE:
+            raise _auth_error(f"unsupported authentication type {int(method)}")
+
+    async def _shutdown(self) -> None:
+        """CONNECT_CLOSE, as libvirt's virConnectClose does, unless the peer is gone."""
+        if self._closed is not None:
+            return
+        self._closing = True
+        # Cancelled: no goodbye; the stream is closed just after, and trio raises the
+        # (level-triggered) cancellation again at the caller's next checkpoint.
+        with contextlib.suppress(Error, trio.Cancelled):
+            await self._call(P.CONNECT_CLOSE)
+
+    # -------------------------------------------------------------- facade
+
+    async def supports_feature(self, feature: int) -> bool:
+        """virConnectSupportsFeature (errors count as "no", as in libvirt's client)."""
+        try:
+            r = await self._call(P.CONNECT_SUPPORTS_FEATURE,
+                                 wire.ConnectSupportsFeatureArgs(feature),
+                                 wire.ConnectSupportsFeatureRet)
+        except RemoteError:
+            return False
+        return bool(r.supported)
+
+    async def get_hostname(self) -> str:
+        return (await self._call(P.CONNECT_GET_HOSTNAME, None, wire.ConnectGetHostnameRet)).hostname
+
+    async def get_type(self) -> str:
+        return (await self._call(P.CONNECT_GET_TYPE, None, wire.ConnectGetTypeRet)).type
+
+    async def get_version(self) -> int:
+        """The hypervisor's version, major * 1,000,000 + minor * 1,000 + release."""
+        return (await self._call(P.CONNECT_GET_VERSION, None, wire.ConnectGetVersionRet)).hv_ver
+
+    async def get_lib_version(self) -> int:
+        """The daemon's libvirt version, encoded like :meth:`get_version`."""
+        r = await self._call(P.CONNECT_GET_LIB_VERSION, None, wire.ConnectGetLibVersionRet)
+        return r.lib_ver
+
+    async def get_capabilities(self) -> str:
+        r = await self._call(P.CONNECT_GET_CAPABILITIES, None, wire.ConnectGetCapabilitiesRet)
+        return r.capabilities
+
+    async def get_node_info(self) -> NodeInfo:
+        r = await self._call(P.NODE_GET_INFO, None, wire.NodeGetInfoRet)
+        model = "".join(map(chr, r.model)).split("\0", 1)[0]
+        return NodeInfo(model, r.memory, r.cpus, r.mhz, r.nodes, r.sockets, r.cores, r.threads)
+
+    async def list_domains(self, flags: int = 0) -> list[Domain]:
+        """virConnectListAllDomains (``flags`` = VIR_CONNECT_LIST_DOMAINS_*; 0 = all)."""
+        r = await self._call(P.CONNECT_LIST_ALL_DOMAINS,
+                             wire.ConnectListAllDomainsArgs(1, flags),
+                             wire.ConnectListAllDomainsRet)
+        return [Domain(self, ref) for ref in r.domains]
+
+    async def lookup_domain(self, key: str | uuid.UUID | int) -> Domain:
+        """A domain by name, UUID (as text or uuid.UUID) or id, as virsh looks them up."""
+        if isinstance(key, int):
+            r = await self._call(P.DOMAIN_LOOKUP_BY_ID, wire.DomainLookupByIdArgs(key),
+                                 wire.DomainLookupByIdRet)
+            return Domain(self, r.dom)
+        if isinstance(key, str):
+            try:
+                as_uuid = uuid.UUID(key)
+            except ValueError:
+                return await self._lookup_by_name(key)
+            try:
+                return await self.lookup_domain(as_uuid)
+            except NoDomainError:
+                return await self._lookup_by_name(key)
+        r2 = await self._call(P.DOMAIN_LOOKUP_BY_UUID, wire.DomainLookupByUuidArgs(key.bytes),
+                              wire.DomainLookupByUuidRet)
+        return Domain(self, r2.dom)
+
+    async def _lookup_by_name(self, name: str) -> Domain:
+        r = await self._call(P.DOMAIN_LOOKUP_BY_NAME, wire.DomainLookupByNameArgs(name),
+                             wire.DomainLookupByNameRet)
+        return Domain(self, r.dom)
+
+    async def define_domain(self, xml: str, flags: int = 0) -> Domain:
+        """virDomainDefineXML(Flags): a persistent domain from XML."""
+        if flags:
+            r = await self._call(P.DOMAIN_DEFINE_XML_FLAGS,
+                                 wire.DomainDefineXmlFlagsArgs(xml, flags),
+                                 wire.DomainDefineXmlFlagsRet)
+            return Domain(self, r.dom)
+        r2 = await self._call(P.DOMAIN_DEFINE_XML, wire.DomainDefineXmlArgs(xml),
+                              wire.DomainDefineXmlRet)
+        return Domain(self, r2.dom)
+
+    async def create_domain(self, xml: str, flags: int = 0) -> Domain:
+        """virDomainCreateXML: start a transient domain."""
+        r = await self._call(P.DOMAIN_CREATE_XML, wire.DomainCreateXmlArgs(xml, flags),
+                             wire.DomainCreateXmlRet)
+        return Domain(self, r.dom)
+
+    async def get_all_domain_stats(
+        self, stats: int = 0, flags: int = 0, domains: list[Domain] | None = None,
+    ) -> dict[str, dict[str, TypedValue]]:
+        """``{domain name: {"state.state": 1, "block.0.allocation": ..., ...}}``.
+
+        ``stats`` is a VIR_DOMAIN_STATS_* mask (0 = all the driver has), ``flags``
+        VIR_CONNECT_GET_ALL_DOMAINS_STATS_*; ``domains`` limits the answer to those
+        (virDomainListGetStats).
+        """
+        refs = [d.ref for d in domains] if domains else []
+        r = await self._call(P.CONNECT_GET_ALL_DOMAIN_STATS,
+                             wire.ConnectGetAllDomainStatsArgs(refs, stats, flags),
+                             wire.ConnectGetAllDomainStatsRet)
+        return {record.dom.name: decode_params(record.params) for record in r.retStats}
+
+
+def _key(obj: wire.NonnullNetwork | wire.NonnullStoragePool | wire.NonnullSecret
+         | wire.NonnullNodeDevice | None) -> object:
+    if obj is None:
+        return None
+    return getattr(obj, "uuid", None) or getattr(obj, "name", None)
+
+
+# family -> (register procedure, its args, deregister procedure, its args)
+_EVENT_PROCEDURES: dict[Family, tuple[P, Any, P, Any]] = {
+    Family.DOMAIN: (P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+                    wire.ConnectDomainEventCallbackRegisterAnyArgs,
+                    P.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+                    wire.ConnectDomainEventCallbackDeregisterAnyArgs),
+    Family.NETWORK: (P.CONNECT_NETWORK_EVENT_REGISTER_ANY,
+                     wire.ConnectNetworkEventRegisterAnyArgs,
+                     P.CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
+                     wire.ConnectNetworkEventDeregisterAnyArgs),
+    Family.STORAGE_POOL: (P.CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY,
+                          wire.ConnectStoragePoolEventRegisterAnyArgs,
+                          P.CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY,
+                          wire.ConnectStoragePoolEventDeregisterAnyArgs),
+    Family.NODE_DEVICE: (P.CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY,
+                         wire.ConnectNodeDeviceEventRegisterAnyArgs,
+                         P.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY,
+                         wire.ConnectNodeDeviceEventDeregisterAnyArgs),
+    Family.SECRET: (P.CONNECT_SECRET_EVENT_REGISTER_ANY,
+                    wire.ConnectSecretEventRegisterAnyArgs,
+                    P.CONNECT_SECRET_EVENT_DEREGISTER_ANY,
+                    wire.ConnectSecretEventDeregisterAnyArgs),
+}
+
+
+async def _register(conn: Connection, family: Family, event_id: int, target: Any) -> int:
+    """The callback-ID registration of ``family``; returns the server's callback ID."""
+    procedure, args, _, _ = _EVENT_PROCEDURES[family]
+    ret = await conn.call(procedure, args(event_id, target))
+    callback_id: int = ret.callbackID
+    return callback_id
+
+
+async def _deregister(conn: Connection, family: Family, callback_id: int) -> None:
+    _, _, procedure, args = _EVENT_PROCEDURES[family]
+    await conn.call(procedure, args(callback_id))
+
+
+def _auth_error(message: str) -> RemoteError:
+    return RemoteError.create(ErrorNumber.AUTH_FAILED, ErrorDomain.REMOTE,
+                              f"authentication failed: {message}")
+
+
+def _error_domain(info: ProcedureInfo) -> ErrorDomain:
+    if info.program != REMOTE_PROGRAM:
+        return ErrorDomain.NONE
+    for prefix, domain in _API_ERROR_DOMAINS:
+        if info.api.startswith(prefix):
+            return domain
+    return ErrorDomain.DOMAIN
+
+
+@asynccontextmanager
+async def open_connection(
+    uri: str | None,
+    *,
+    readonly: bool = False,
+    keepalive: tuple[float, int] | None = (5, 6),
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    event_buffer: int = DEFAULT_EVENT_BUFFER,
+) -> AsyncIterator[Connection]:
+    """Connect to the libvirt daemon ``uri`` names, and close the connection on exit.
+
+    ``keepalive=(interval, count)``: ping a silent daemon after ``interval`` seconds and
+    give up after ``count`` unanswered pings (None: only answer the daemon's pings).
+    ``max_in_flight``: calls on the wire at once (the daemon's max_client_requests);
+    more wait in turn. ``event_buffer``: events each subscriber may have unread.
+    """
+    target = parse_uri(uri, readonly=readonly)
+    stream = await open_transport(target)
+    conn = Connection(stream, target, max_in_flight=max_in_flight, event_buffer=event_buffer)
+    failure: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conn._run)
+            try:
+                await conn._open(keepalive)
+                yield conn
+            except BaseException as exc:  # re-raised below, outside the nursery (no group)
+                failure = exc
+            await conn._shutdown()
+            conn._lose("connection closed", CloseReason.CLIENT)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+        conn._lose("connection closed", CloseReason.CLIENT)
+    if failure is not None:
+        raise failure
