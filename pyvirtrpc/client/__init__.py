@@ -1,6 +1,12 @@
 """The Trio client: :func:`open_connection` gives a :class:`Connection` to a libvirt daemon."""
 
-from pyvirtrpc.client.connection import Connection, Feature, open_connection, procedure_info
+from pyvirtrpc.client.connection import (
+    Connection,
+    Feature,
+    open_connection,
+    open_connection_stream,
+    procedure_info,
+)
 from pyvirtrpc.client.domain import BlockInfo, BlockStats, Domain, DomainInfo, NodeInfo
 from pyvirtrpc.client.subscriptions import CloseReason, EventsLost, EventStream
 
@@ -16,5 +22,6 @@ __all__ = [
     "Feature",
     "NodeInfo",
     "open_connection",
+    "open_connection_stream",
     "procedure_info",
 ]

@@ -2,9 +2,10 @@
 
 One server registration exists per (event family, event ID, object filter) and connection,
 as libvirt's client keeps it; any number of local subscribers share it. Each subscriber
-has its own bounded buffer: an event that finds it full is dropped *for that subscriber
-only*, and the subscriber then reads an :class:`EventsLost` item, in the place where the
-events went missing, saying how many. Nothing waits on a slow subscriber.
+has its own buffer of at most ``capacity`` unread events: an event that finds it full is
+dropped *for that subscriber only*, and the subscriber then reads an :class:`EventsLost`
+item, in the place where the events went missing, saying how many. Nothing waits on a
+slow subscriber.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class EventStream:
         self.capacity = capacity
         self._accept = accept
         self._items: deque[Item] = deque()
+        self._queued = 0  # events in _items (markers not counted)
         self._lost = 0
         self._ended = False
         self._lot = trio.lowlevel.ParkingLot()
@@ -100,17 +102,14 @@ class EventStream:
         """Deliver one event (never blocks; overflow becomes an EventsLost item)."""
         if self._ended or (self._accept is not None and not self._accept(event)):
             return
-        items = self._items
-        if len(items) >= self.capacity:
+        if self._queued >= self.capacity:
             self._lost += 1
             return
-        if self._lost:
-            items.append(EventsLost(self._lost))
+        if self._lost:  # markers take no room: there are never more of them than events
+            self._items.append(EventsLost(self._lost))
             self._lost = 0
-            if len(items) >= self.capacity:
-                self._lost = 1
-                return
-        items.append(event)
+        self._items.append(event)
+        self._queued += 1
         self._lot.unpark()
 
     def end(self, final: ConnectionClosedEvent | None = None) -> None:
@@ -130,7 +129,10 @@ class EventStream:
         await trio.lowlevel.checkpoint()
         while True:
             if self._items:
-                return self._items.popleft()
+                item = self._items.popleft()
+                if not isinstance(item, EventsLost):
+                    self._queued -= 1
+                return item
             if self._lost:
                 lost, self._lost = self._lost, 0
                 return EventsLost(lost)
