@@ -42,9 +42,9 @@ _TABLE: dict[tuple[int, int], ProcedureInfo] = {}
 
 def _tables() -> dict[tuple[int, int], ProcedureInfo]:
     if not _TABLE:  # the generated modules import this one: load them on first use
-        from pyvirtrpc.gen import keepalive, qemu, remote
+        from pyvirtrpc.gen import keepalive, mockctl, qemu, remote
 
-        for module in (remote, qemu, keepalive):
+        for module in (remote, qemu, keepalive, mockctl):
             for info in module.PROCEDURES.values():
                 _TABLE[info.program, int(info.number)] = info
     return _TABLE

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("mock", "mockctl")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,7 +88,7 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Packet]:
         return [decode_packet(frame) for frame in self.feed_frames(data)]
 
-    def feed_frames(self, data: bytes) -> list[bytes]:
+    def feed_frames(self, data: bytes | bytearray) -> list[bytes]:
         """Like :meth:`feed`, but return each whole packet undecoded (length word included).
 
         Only the length word is checked; a server uses this to treat packets with unknown

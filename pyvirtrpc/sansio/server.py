@@ -1,0 +1,660 @@
+"""The server side of a libvirt RPC connection, sans-IO: one client, as libvirtd sees it.
+
+``ServerSession`` turns the bytes a client sends into :class:`Call` objects for the I/O
+layer to answer, and answers by itself everything libvirtd's daemon code answers without
+a hypervisor driver, with libvirtd's exact errors:
+
+- framing (a bad length word raises FramingError: drop the connection, as libvirtd does);
+- keepalive: PINGs answered with PONG at any time; the server's own timer starts when the
+  client asks for feature 10 (``CONNECT_SUPPORTS_FEATURE``), answered even before open;
+- only CALL / CALL_WITH_FDS start requests, with status OK ("Unexpected message status
+  N" otherwise); STREAM, REPLY, MESSAGE and unknown types are dropped silently; unknown
+  programs ("Cannot find program N version V") and procedures ("unknown procedure: N");
+  arguments that do not decode ("Unable to decode message payload");
+- AUTH_LIST ([none]), CONNECT_OPEN bookkeeping (a second open fails *and* closes the
+  first, as in libvirtd 9.0), CONNECT_CLOSE (reply, then close), calls before open
+  ("hypervisor connection not open"), feature answers (8, 14 and 15 hard-coded), close
+  callbacks (360/361), read-only connections (``@writes`` procedures refused with
+  "operation forbidden: read only access prevents virX");
+- the event relay: registrations by 105/106, 167/168, 316/317 and the network, storage
+  pool, node device and secret equivalents, with libvirtd's rules and texts;
+  :meth:`ServerSession.send_event` turns a backend event into the MESSAGE of every
+  matching registration (legacy or callback form, serial 1);
+- at most ``max_requests`` requests in flight: :attr:`ServerSession.wants_read` turns
+  false and the I/O layer stops reading, as libvirtd stops polling the socket. A slot is
+  held until its reply leaves through :meth:`ServerSession.data_to_send`.
+
+Outgoing events are bounded: :meth:`ServerSession.send_event` raises :class:`Overflow`
+when more than ``max_queued_events`` event packets wait to be sent (see
+pyvirtrpc.server for what the I/O layer does then).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyvirtrpc.errors import ErrorDomain, ErrorNumber, ProtocolError, RemoteError
+from pyvirtrpc.events import (
+    LEGACY_EVENT_IDS,
+    ConnectionClosedEvent,
+    DomainEvent,
+    DomainEventID,
+    Event,
+    NetworkEventID,
+    NetworkLifecycleEvent,
+    NodeDeviceEventID,
+    NodeDeviceLifecycleEvent,
+    NodeDeviceUpdateEvent,
+    SecretEventID,
+    SecretLifecycleEvent,
+    SecretValueChangedEvent,
+    StoragePoolEventID,
+    StoragePoolLifecycleEvent,
+    StoragePoolRefreshEvent,
+    encode_event,
+)
+from pyvirtrpc.gen import remote
+from pyvirtrpc.gen.keepalive import KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION
+from pyvirtrpc.gen.keepalive import Procedure as KeepaliveProc
+from pyvirtrpc.gen.remote import Procedure as P
+from pyvirtrpc.gen.virnet import MessageStatus, MessageType
+from pyvirtrpc.procedures import ProcedureInfo, ProcedureKind, lookup
+from pyvirtrpc.sansio.framing import MIN_PACKET, PREFIX, FrameDecoder, encode_packet
+from pyvirtrpc.sansio.keepalive import PING_PACKET, PONG_PACKET, Keepalive, KeepaliveAction
+from pyvirtrpc.xdr import XdrStruct
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_COUNT",
+    "DEFAULT_KEEPALIVE_INTERVAL",
+    "DEFAULT_MAX_QUEUED_EVENTS",
+    "DEFAULT_MAX_REQUESTS",
+    "Call",
+    "CloseBackend",
+    "EventFamily",
+    "Overflow",
+    "ServerSession",
+    "api_error_domain",
+]
+
+DEFAULT_MAX_REQUESTS = 5  # libvirtd's max_client_requests
+DEFAULT_KEEPALIVE_INTERVAL = 5.0  # libvirtd's keepalive_interval
+DEFAULT_KEEPALIVE_COUNT = 5  # libvirtd's keepalive_count
+DEFAULT_MAX_QUEUED_EVENTS = 1024
+
+_NFDS = struct.Struct(">I")
+_DECODE_FAILURES = (struct.error, ValueError, TypeError, IndexError, OverflowError)
+_CALL_TYPES = (MessageType.CALL, MessageType.CALL_WITH_FDS)
+_REMOTE = remote.REMOTE_PROGRAM
+_FEATURE_FD_PASSING = 8
+_FEATURE_KEEPALIVE = 10
+_FEATURE_EVENT_CALLBACK = 14
+_FEATURE_CLOSE_CALLBACK = 15
+_ALWAYS_SUPPORTED = frozenset(
+    {_FEATURE_FD_PASSING, _FEATURE_EVENT_CALLBACK, _FEATURE_CLOSE_CALLBACK}
+)
+
+
+class Overflow(ProtocolError):
+    """The client does not read: its queue of outgoing events is full."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request for the I/O layer: answer it with ``reply`` or ``fail``.
+
+    ``readonly`` is set on a CONNECT_OPEN call: the connection is read-only because it
+    came in on the read-only socket or asked for VIR_CONNECT_RO.
+    """
+
+    info: ProcedureInfo
+    serial: int
+    args: Any
+    readonly: bool = False
+
+    @property
+    def program(self) -> int:
+        return self.info.program
+
+    @property
+    def procedure(self) -> int:
+        return int(self.info.number)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseBackend:
+    """libvirtd's rules dropped the client's hypervisor connection (a second CONNECT_OPEN
+    does that in libvirtd 9.0): close the backend connection."""
+
+
+class EventFamily(enum.Enum):
+    """The kinds of objects whose events a client registers for."""
+
+    DOMAIN = "domain"
+    NETWORK = "network"
+    STORAGE_POOL = "storage pool"
+    NODE_DEVICE = "node device"
+    SECRET = "secret"
+
+
+@dataclass(frozen=True, slots=True)
+class _FamilyRules:
+    ids: type[enum.IntEnum]
+    register: P
+    register_ret: Callable[[int], XdrStruct]
+    deregister: P
+    events: tuple[type[Event], ...]
+    key: Callable[[Any], str]  # the registration filter's key for an object (or event)
+
+
+def _uuid_key(obj: Any) -> str:
+    return bytes(obj.uuid).hex()
+
+
+_FAMILIES: dict[EventFamily, _FamilyRules] = {
+    EventFamily.DOMAIN: _FamilyRules(
+        DomainEventID,
+        P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+        remote.ConnectDomainEventCallbackRegisterAnyRet,
+        P.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+        (DomainEvent,),
+        _uuid_key,
+    ),
+    EventFamily.NETWORK: _FamilyRules(
+        NetworkEventID,
+        P.CONNECT_NETWORK_EVENT_REGISTER_ANY,
+        remote.ConnectNetworkEventRegisterAnyRet,
+        P.CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
+        (NetworkLifecycleEvent,),
+        _uuid_key,
+    ),
+    EventFamily.STORAGE_POOL: _FamilyRules(
+        StoragePoolEventID,
+        P.CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY,
+        remote.ConnectStoragePoolEventRegisterAnyRet,
+        P.CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY,
+        (StoragePoolLifecycleEvent, StoragePoolRefreshEvent),
+        _uuid_key,
+    ),
+    EventFamily.NODE_DEVICE: _FamilyRules(
+        NodeDeviceEventID,
+        P.CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY,
+        remote.ConnectNodeDeviceEventRegisterAnyRet,
+        P.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY,
+        (NodeDeviceLifecycleEvent, NodeDeviceUpdateEvent),
+        lambda obj: str(obj.name),  # node devices are filtered by name
+    ),
+    EventFamily.SECRET: _FamilyRules(
+        SecretEventID,
+        P.CONNECT_SECRET_EVENT_REGISTER_ANY,
+        remote.ConnectSecretEventRegisterAnyRet,
+        P.CONNECT_SECRET_EVENT_DEREGISTER_ANY,
+        (SecretLifecycleEvent, SecretValueChangedEvent),
+        _uuid_key,
+    ),
+}
+_REGISTER = {rules.register: family for family, rules in _FAMILIES.items()}
+_DEREGISTER = {rules.deregister: family for family, rules in _FAMILIES.items()}
+# libvirtd 9.0 says "node device" when a secret callback is not registered (its typo).
+_DEREGISTER_NAME = {**{f: f.value for f in EventFamily}, EventFamily.SECRET: "node device"}
+_LEGACY_REGISTRATIONS = frozenset(
+    {
+        P.CONNECT_DOMAIN_EVENT_REGISTER,
+        P.CONNECT_DOMAIN_EVENT_DEREGISTER,
+        P.CONNECT_DOMAIN_EVENT_REGISTER_ANY,
+        P.CONNECT_DOMAIN_EVENT_DEREGISTER_ANY,
+    }
+)
+# Session-level procedures that libvirtd answers before any connection is open.
+_BEFORE_OPEN = frozenset({P.AUTH_LIST, P.CONNECT_OPEN, P.CONNECT_CLOSE})
+
+
+@dataclass(slots=True)
+class _Registration:
+    family: EventFamily
+    event_id: int
+    key: str | None  # the object filter, or None for all objects
+    callback_id: int
+    legacy: bool = False
+
+
+def _event_family(event: Event) -> EventFamily | None:
+    for family, rules in _FAMILIES.items():
+        if isinstance(event, rules.events):
+            return family
+    return None
+
+
+_API_DOMAINS = (
+    (re.compile(r"vir(Connect)?DomainQemu"), ErrorDomain.NONE),
+    (re.compile(r"virDomain(Snapshot|ListAllSnapshots|HasCurrentSnapshot|RevertToSnapshot)"),
+     ErrorDomain.DOMAIN_SNAPSHOT),
+    (re.compile(r"virDomain(Checkpoint|ListAllCheckpoints)"), ErrorDomain.DOMAIN_CHECKPOINT),
+    (re.compile(r"vir(Connect\w*Network|Network)"), ErrorDomain.NETWORK),
+    (re.compile(r"vir(Connect\w*StoragePool|Storage|ConnectGetStoragePool)"),
+     ErrorDomain.STORAGE),
+    (re.compile(r"vir(Connect\w*NodeDevice|NodeDevice|NodeNumOfDevices|NodeListDevices)"),
+     ErrorDomain.NODEDEV),
+    (re.compile(r"vir(Connect\w*Secret|Secret)"), ErrorDomain.SECRET),
+    (re.compile(r"vir(Connect\w*Interface|Interface)"), ErrorDomain.INTERFACE),
+    (re.compile(r"vir(Connect\w*NWFilter|NWFilter)"), ErrorDomain.NWFILTER),
+    (re.compile(r"virStream"), ErrorDomain.STREAMS),
+    (re.compile(r"virConnect(Open|Close)"), ErrorDomain.NONE),
+)
+
+
+def api_error_domain(api: str) -> ErrorDomain:
+    """The error domain of libvirt's public API ``api`` (the one its source file uses).
+
+    This is the domain of the errors the API itself raises before reaching a driver:
+    "read only access prevents virX" and "not supported by the connection driver: virX".
+    """
+    for pattern, domain in _API_DOMAINS:
+        if pattern.match(api):
+            return domain
+    return ErrorDomain.DOMAIN  # libvirt-domain.c and libvirt-host.c
+
+
+def _rpc_error(detail: str) -> RemoteError:
+    return RemoteError.report(ErrorNumber.RPC, ErrorDomain.RPC, detail)
+
+
+def _internal_error(detail: str) -> RemoteError:
+    return RemoteError.report(ErrorNumber.INTERNAL_ERROR, ErrorDomain.RPC, detail)
+
+
+def _signed(value: int) -> int:
+    """An unsigned header word as C's %d prints it."""
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def no_support(info: ProcedureInfo) -> RemoteError:
+    """What libvirt answers for a procedure the driver does not implement."""
+    return RemoteError.report(ErrorNumber.NO_SUPPORT, api_error_domain(info.api), info.api)
+
+
+@dataclass(slots=True)
+class _Outbox:
+    packets: list[bytes] = field(default_factory=list)
+    replies: int = 0  # replies among them: request slots released when they leave
+    events: int = 0
+
+
+class ServerSession:
+    """State of one client connection, as libvirtd keeps it; see the module docstring.
+
+    ``programs`` are the program numbers (version 1) the server dispatches;
+    ``next_callback_id`` hands out event callback IDs (shared by all clients of a server,
+    as a libvirt driver shares them between its connections); ``event_families`` are the
+    kinds of events the backend can emit (registrations for others are refused as
+    libvirt refuses them for a driver without them).
+    """
+
+    def __init__(
+        self,
+        *,
+        readonly: bool = False,
+        programs: frozenset[int] = frozenset({_REMOTE}),
+        next_callback_id: Callable[[], int],
+        event_families: frozenset[EventFamily] = frozenset(EventFamily),
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_count: int = DEFAULT_KEEPALIVE_COUNT,
+    ) -> None:
+        if max_requests < 1:
+            raise ValueError("max_requests must be at least 1")
+        self.socket_readonly = readonly
+        self.readonly = readonly
+        self.programs = programs
+        self.event_families = event_families
+        self.max_requests = max_requests
+        self.max_queued_events = max_queued_events
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count = keepalive_count
+        self.keepalive: Keepalive | None = None
+        self.is_open = False
+        self.closing = False  # CONNECT_CLOSE answered: close once the reply is sent
+        self.close_callback = False
+        self._opening = False
+        self._drop_after_open = False
+        self._now = 0.0
+        self._next_callback_id = next_callback_id
+        self._decoder = FrameDecoder()
+        self._in_flight = 0
+        self._out = _Outbox()
+        self._registrations: list[_Registration] = []
+
+    # ------------------------------------------------------------------ flow control
+
+    @property
+    def in_flight(self) -> int:
+        """Requests received whose reply has not left yet."""
+        return self._in_flight
+
+    @property
+    def wants_read(self) -> bool:
+        """False while ``max_requests`` requests are in flight (stop reading), or closing."""
+        return self._in_flight < self.max_requests and not self.closing
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the client; the replies in it release their slots."""
+        out = self._out
+        self._in_flight -= out.replies
+        self._out = _Outbox()
+        return b"".join(out.packets)
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out.packets)
+
+    @property
+    def queued_events(self) -> int:
+        return self._out.events
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | bytearray, now: float) -> list[Call | CloseBackend]:
+        """Feed bytes from the client; returns what the I/O layer must do, in order:
+        answer each :class:`Call` (``reply``/``fail``, or ``opened``/``open_failed``
+        for CONNECT_OPEN), close the backend connection on :class:`CloseBackend`.
+
+        Raises FramingError for an invalid length word: close the connection.
+        """
+        self._now = now
+        todo: list[Call | CloseBackend] = []
+        for frame in self._decoder.feed_frames(data):
+            if self.keepalive is not None:
+                self.keepalive.received(now)
+            item = self._packet(frame)
+            if item is not None:
+                todo.append(item)
+        return todo
+
+    def _packet(self, frame: bytes) -> Call | CloseBackend | None:
+        _, prog, vers, proc, type_, serial, status = PREFIX.unpack_from(frame)
+        if prog == KEEPALIVE_PROGRAM and vers == KEEPALIVE_PROTOCOL_VERSION and (
+            type_ == MessageType.MESSAGE
+        ):
+            if proc == KeepaliveProc.PING:
+                self._queue(PONG_PACKET)
+            return None  # PONGs and unknown keepalive messages only show liveness
+        if type_ not in _CALL_TYPES:
+            return None  # STREAM (no stream is open), REPLY, MESSAGE, unknown: dropped
+        self._in_flight += 1
+        if vers != 1 or prog not in self.programs:
+            self._error(
+                prog, vers, proc, serial,
+                _rpc_error(f"Cannot find program {_signed(prog)} version {_signed(vers)}"),
+            )
+            return None
+        if status != MessageStatus.OK:
+            self._error(prog, vers, proc, serial,
+                        _rpc_error(f"Unexpected message status {status}"))
+            return None
+        info = lookup(prog, proc)
+        if info is None or info.kind == ProcedureKind.EVENT:
+            self._error(prog, vers, proc, serial, _rpc_error(f"unknown procedure: {_signed(proc)}"))
+            return None
+        start = MIN_PACKET
+        if type_ == MessageType.CALL_WITH_FDS:
+            start += _NFDS.size  # the count of fds that follow; fds are not supported
+        try:
+            args = None if info.args is None else info.args.unpack_from(frame, start)[0]
+        except _DECODE_FAILURES:
+            self._error(prog, vers, proc, serial, _rpc_error("Unable to decode message payload"))
+            return None
+        call = Call(info, serial, args)
+        try:
+            return self._dispatch(call)
+        except RemoteError as exc:
+            self.fail(call, exc)
+            return CloseBackend() if exc is _SECOND_OPEN else None
+
+    def _dispatch(self, call: Call) -> Call | None:
+        """Answer what the daemon answers itself; return the calls for the backend."""
+        proc = call.info.number
+        if call.program == _REMOTE:
+            if proc == P.AUTH_LIST:
+                self.reply(call, remote.AuthListRet([remote.AuthType.NONE]))
+                return None
+            if proc == P.CONNECT_SUPPORTS_FEATURE and call.args.feature == _FEATURE_KEEPALIVE:
+                if self.keepalive is None:
+                    self.keepalive = Keepalive(
+                        self.keepalive_interval, self.keepalive_count, self._now
+                    )
+                self.reply(call, remote.ConnectSupportsFeatureRet(1))
+                return None
+            if proc == P.CONNECT_OPEN:
+                return self._open(call)
+            if proc == P.CONNECT_CLOSE:
+                self.closing = True
+                self.reply(call, None)
+                return None
+        if not self.is_open:
+            raise _internal_error("hypervisor connection not open")
+        if call.program == _REMOTE:
+            handled = self._connection_call(call)
+            if handled:
+                return None
+        if call.info.writes and self.readonly:
+            api = call.info.api
+            raise RemoteError.report(
+                ErrorNumber.OPERATION_DENIED, api_error_domain(api),
+                f"read only access prevents {api}",
+            )
+        return call
+
+    def _open(self, call: Call) -> Call | None:
+        if self._opening:  # the first open is still on its way: drop it when it lands
+            self._drop_after_open = True
+            raise _internal_error("connection already open")
+        if self.is_open:  # libvirtd 9.0 drops its connection too: later calls are "not open"
+            self._reset()
+            raise _SECOND_OPEN
+        if call.args.name is None:
+            raise _internal_error("connection not open")
+        self._opening = True
+        return Call(call.info, call.serial, call.args,
+                    readonly=self.socket_readonly or bool(call.args.flags & 1))
+
+    def _reset(self) -> None:
+        self.is_open = False
+        self.readonly = self.socket_readonly
+        self.close_callback = False
+        self._registrations.clear()
+
+    def opened(self, call: Call) -> CloseBackend | None:
+        """The backend accepted CONNECT_OPEN: answer it.
+
+        Returns CloseBackend when a second CONNECT_OPEN came meanwhile (libvirtd's rule).
+        """
+        self._opening = False
+        self.reply(call, None)
+        if self._drop_after_open:
+            self._drop_after_open = False
+            return CloseBackend()
+        self.is_open = True
+        self.readonly = call.readonly
+        return None
+
+    def open_failed(self, call: Call, error: RemoteError) -> None:
+        self._opening = self._drop_after_open = False
+        self.fail(call, error)
+
+    # -------------------------------------------------------- connection-level procedures
+
+    def _connection_call(self, call: Call) -> bool:
+        """Answer the remote program's procedures that are about the connection itself."""
+        proc = call.info.number
+        args = call.args
+        if proc == P.CONNECT_SUPPORTS_FEATURE:
+            if args.feature not in _ALWAYS_SUPPORTED:
+                return False  # the backend answers
+            self.reply(call, remote.ConnectSupportsFeatureRet(1))
+        elif proc == P.CONNECT_REGISTER_CLOSE_CALLBACK:
+            self.close_callback = True
+            self.reply(call, None)
+        elif proc == P.CONNECT_UNREGISTER_CLOSE_CALLBACK:
+            self.close_callback = False
+            self.reply(call, None)
+        elif proc in _LEGACY_REGISTRATIONS:
+            self._legacy_registration(call)
+        elif proc in _REGISTER:
+            self._register(call, _REGISTER[P(proc)])
+        elif proc in _DEREGISTER:
+            self._deregister(call, _DEREGISTER[P(proc)])
+        else:
+            return False
+        return True
+
+    def _register(self, call: Call, family: EventFamily) -> None:
+        rules = _FAMILIES[family]
+        args = call.args
+        event_id = args.eventID
+        if event_id not in rules.ids._value2member_map_:
+            prefix = "" if family is EventFamily.DOMAIN else f"{family.value} "
+            raise _internal_error(f"unsupported {prefix}event ID {event_id}")
+        if family not in self.event_families:
+            raise no_support(call.info)
+        target = next(
+            (getattr(args, f) for f in ("dom", "net", "pool", "dev", "secret") if hasattr(args, f)),
+            None,
+        )
+        key = None if target is None else rules.key(target)
+        callback_id = self._add(family, event_id, key, legacy=False)
+        self.reply(call, rules.register_ret(callback_id))
+
+    def _add(self, family: EventFamily, event_id: int, key: str | None, legacy: bool) -> int:
+        for reg in self._registrations:
+            if (reg.family, reg.event_id, reg.key) == (family, event_id, key):
+                raise RemoteError.report(
+                    ErrorNumber.INVALID_ARG, ErrorDomain.NONE, "event callback already tracked"
+                )
+        callback_id = self._next_callback_id()
+        self._registrations.append(_Registration(family, event_id, key, callback_id, legacy))
+        return callback_id
+
+    def _deregister(self, call: Call, family: EventFamily) -> None:
+        callback_id = call.args.callbackID
+        for i, reg in enumerate(self._registrations):
+            if reg.family is family and reg.callback_id == callback_id:
+                del self._registrations[i]
+                self.reply(call, None)
+                return
+        name = _DEREGISTER_NAME[family]
+        raise _internal_error(f"{name} event callback {callback_id} not registered")
+
+    def _legacy_registration(self, call: Call) -> None:
+        proc = call.info.number
+        if proc in (P.CONNECT_DOMAIN_EVENT_REGISTER, P.CONNECT_DOMAIN_EVENT_DEREGISTER):
+            event_id = DomainEventID.LIFECYCLE
+        else:
+            event_id = call.args.eventID
+            if event_id not in LEGACY_EVENT_IDS:
+                raise _internal_error(f"unsupported event ID {event_id}")
+        if proc in (P.CONNECT_DOMAIN_EVENT_REGISTER, P.CONNECT_DOMAIN_EVENT_REGISTER_ANY):
+            self._add(EventFamily.DOMAIN, event_id, None, legacy=True)
+        else:  # libvirtd removes the first domain registration of that ID, of any style
+            for i, reg in enumerate(self._registrations):
+                if reg.family is EventFamily.DOMAIN and reg.event_id == event_id:
+                    del self._registrations[i]
+                    break
+            else:
+                raise _internal_error(f"domain event {event_id} not registered")
+        if proc == P.CONNECT_DOMAIN_EVENT_REGISTER:
+            self.reply(call, remote.ConnectDomainEventRegisterRet(0))
+        elif proc == P.CONNECT_DOMAIN_EVENT_DEREGISTER:
+            self.reply(call, remote.ConnectDomainEventDeregisterRet(0))
+        else:
+            self.reply(call, None)
+
+    # ------------------------------------------------------------------ answering
+
+    def reply(self, call: Call, ret: XdrStruct | None) -> None:
+        """Answer ``call`` with its ``ret`` struct (None for void)."""
+        self._queue(
+            encode_packet(call.program, 1, call.procedure, MessageType.REPLY, call.serial,
+                          MessageStatus.OK, b"" if ret is None else ret.encode()),
+            reply=True,
+        )
+
+    def fail(self, call: Call, error: RemoteError) -> None:
+        """Answer ``call`` with an error (always a REPLY, as libvirtd sends them)."""
+        self._error(call.program, 1, call.procedure, call.serial, error)
+
+    def _error(self, prog: int, vers: int, proc: int, serial: int, error: RemoteError) -> None:
+        self._queue(
+            encode_packet(prog, vers, proc, MessageType.REPLY, serial, MessageStatus.ERROR,
+                          error.to_wire().encode()),
+            reply=True,
+        )
+
+    def _queue(self, packet: bytes, reply: bool = False) -> None:
+        out = self._out
+        out.packets.append(packet)
+        if reply:
+            out.replies += 1
+
+    # ------------------------------------------------------------------ events
+
+    def send_event(self, event: Event) -> int:
+        """Queue ``event`` for every registration that wants it; returns how many.
+
+        Raises :class:`Overflow` when the client already has ``max_queued_events`` event
+        packets waiting (it does not read).
+        """
+        if not self.is_open:
+            return 0
+        if isinstance(event, ConnectionClosedEvent):
+            targets: list[int | None] = [0] if self.close_callback else []
+        else:
+            targets = self._targets(event)
+        for callback_id in targets:
+            if self._out.events >= self.max_queued_events:
+                raise Overflow(
+                    f"{self._out.events} events wait for a client that does not read"
+                )
+            proc, payload = encode_event(event, callback_id)
+            self._queue(encode_packet(_REMOTE, 1, proc, MessageType.MESSAGE, 1,
+                                      MessageStatus.OK, payload))
+            self._out.events += 1
+        return len(targets)
+
+    def _targets(self, event: Event) -> list[int | None]:
+        family = _event_family(event)
+        if family is None:
+            return []
+        rules = _FAMILIES[family]
+        event_id = int(type(event).event_id)  # type: ignore[attr-defined]
+        obj = next(getattr(event, f) for f in ("domain", "network", "pool", "dev", "secret")
+                   if hasattr(event, f))
+        key = rules.key(obj)
+        return [
+            None if reg.legacy else reg.callback_id
+            for reg in self._registrations
+            if reg.family is family and reg.event_id == event_id and reg.key in (None, key)
+        ]
+
+    @property
+    def registrations(self) -> list[tuple[EventFamily, int, str | None, int]]:
+        """(family, event ID, filter key, callback ID) of every registration, in order."""
+        return [(r.family, r.event_id, r.key, r.callback_id) for r in self._registrations]
+
+    # ------------------------------------------------------------------ keepalive
+
+    def poll_keepalive(self, now: float) -> KeepaliveAction:
+        """Call at ``keepalive.deadline``: queues a PING, or says the client is dead."""
+        if self.keepalive is None:
+            return KeepaliveAction.NOTHING
+        action = self.keepalive.poll(now)
+        if action is KeepaliveAction.PING:
+            self._queue(PING_PACKET)
+        return action
+
+
+_SECOND_OPEN = _internal_error("connection already open")

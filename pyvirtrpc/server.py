@@ -1,0 +1,417 @@
+"""A libvirt RPC server on Trio: libvirtd's daemon side, serving any :class:`Backend`.
+
+    async with trio.open_nursery() as nursery:
+        server = Server(MockBackend())
+        await nursery.start(server.serve, UnixAddress("/tmp/sock"), UnixAddress("/tmp/ro", True))
+
+Listeners are unix sockets (read-write, and read-only as libvirtd's ``-ro`` socket) and
+TCP (read-write, no authentication: for tests). Each client gets a session
+(:class:`pyvirtrpc.sansio.server.ServerSession`, which holds libvirtd's rules) and a
+connection to the backend from its CONNECT_OPEN on.
+
+Limits, as libvirtd has them: at most ``max_clients`` clients (further connections wait
+in the listen backlog until one leaves), at most ``max_requests`` requests in flight per
+client (the server stops reading that client meanwhile), keepalive from the client's
+request for it (``keepalive_interval``/``keepalive_count``).
+
+Slow clients: events are never waited for. Each client has a bounded queue of outgoing
+events (``max_queued_events``); a client that lets it fill up (it stops reading while
+events keep coming) is disconnected, with a warning in the log. libvirtd itself never
+drops events but lets such a queue grow without bound (until keepalive closes a client
+that stopped answering): disconnecting instead keeps the server's memory bounded and tells
+the client, which sees its connection close (libvirt clients report that to their close
+callbacks), that it lost events; the backend and the other clients never wait for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import socket as stdlib_socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pyvirtrpc.backends.base import Backend, BackendConnection
+from pyvirtrpc.errors import ErrorDomain, ErrorNumber, FramingError, RemoteError
+from pyvirtrpc.events import Event
+from pyvirtrpc.gen import remote
+from pyvirtrpc.sansio.keepalive import KeepaliveAction
+from pyvirtrpc.sansio.server import (
+    DEFAULT_KEEPALIVE_COUNT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_MAX_QUEUED_EVENTS,
+    DEFAULT_MAX_REQUESTS,
+    Call,
+    CloseBackend,
+    Overflow,
+    ServerSession,
+    no_support,
+)
+
+__all__ = ["DEFAULT_MAX_CLIENTS", "Server", "TcpAddress", "UnixAddress", "serve_unix"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CLIENTS = 5000  # libvirtd's max_clients
+_RECEIVE_SIZE = 256 * 1024
+_CONNECT_OPEN = remote.PROCEDURES[remote.Procedure.CONNECT_OPEN]
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A unix socket to listen on; ``readonly`` as libvirtd's ``libvirt-sock-ro``."""
+
+    path: str | os.PathLike[str]
+    readonly: bool = False
+    mode: int | None = None  # permissions; default 0o777 read-only, 0o700 read-write
+
+
+@dataclass(frozen=True, slots=True)
+class TcpAddress:
+    host: str
+    port: int  # 0: any free port (see Server.tcp_ports)
+    readonly: bool = False
+
+
+class _Signal:
+    """A flag a task can wait for; setting it wakes the waiter (one task waits)."""
+
+    __slots__ = ("_flag", "_lot")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def set(self) -> None:
+        self._flag = True
+        self._lot.unpark_all()
+
+    async def wait(self) -> None:
+        if not self._flag:
+            await self._lot.park()
+        self._flag = False
+
+
+class Server:
+    """Serves one backend on any number of listeners; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_count: int = DEFAULT_KEEPALIVE_COUNT,
+    ) -> None:
+        self.backend = backend
+        self.max_clients = max_clients
+        self.max_requests = max_requests
+        self.max_queued_events = max_queued_events
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count = keepalive_count
+        self.tcp_ports: list[int] = []
+        self._client_slots = trio.Semaphore(max_clients)
+        self._callback_ids = itertools.count()
+        self._client_ids = itertools.count(1)
+        self.clients: set[_Client] = set()
+
+    def next_callback_id(self) -> int:
+        return next(self._callback_ids)
+
+    async def serve(
+        self,
+        *addresses: UnixAddress | TcpAddress,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``addresses`` and serve clients until cancelled.
+
+        Unix socket files appear only once they accept connections, and are removed
+        on exit. ``task_status.started()`` is called when every listener is ready.
+        """
+        if not addresses:
+            raise ValueError("no address to listen on")
+        async with contextlib.AsyncExitStack() as stack:
+            listeners: list[tuple[trio.SocketListener, bool]] = []
+            for address in addresses:
+                if isinstance(address, UnixAddress):
+                    listener = await _unix_listener(address)
+                    stack.callback(_unlink, Path(address.path))
+                    listeners.append((listener, address.readonly))
+                else:
+                    for listener in await trio.open_tcp_listeners(
+                        address.port, host=address.host
+                    ):
+                        self.tcp_ports.append(listener.socket.getsockname()[1])
+                        listeners.append((listener, address.readonly))
+            for listener, _ in listeners:
+                stack.push_async_callback(listener.aclose)
+            async with trio.open_nursery() as nursery:
+                for listener, readonly in listeners:
+                    nursery.start_soon(self._accept_loop, listener, readonly, nursery)
+                task_status.started()
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, readonly: bool, nursery: trio.Nursery
+    ) -> None:
+        while True:
+            await self._client_slots.acquire()  # at max_clients, leave them in the backlog
+            try:
+                stream = await _accept(listener)
+            except BaseException:
+                self._client_slots.release()
+                raise
+            nursery.start_soon(self._serve_client, stream, readonly)
+
+    async def _serve_client(self, stream: trio.SocketStream, readonly: bool) -> None:
+        try:
+            await self.handle_stream(stream, readonly)
+        finally:
+            self._client_slots.release()
+
+    async def handle_stream(self, stream: trio.abc.Stream, readonly: bool = False) -> None:
+        """Serve one client on ``stream`` until it leaves (closes ``stream``)."""
+        client = _Client(self, stream, readonly, next(self._client_ids))
+        self.clients.add(client)
+        try:
+            await client.run()
+        except* Exception:  # a bug serving one client must not stop the server
+            log.exception("client %d: failed", client.ident)
+        finally:
+            self.clients.discard(client)
+
+
+class _Client:
+    """One client: its session, its backend connection, its tasks."""
+
+    def __init__(self, server: Server, stream: trio.abc.Stream, readonly: bool, ident: int):
+        self.server = server
+        self.stream = stream
+        self.ident = ident
+        self.session = ServerSession(
+            readonly=readonly,
+            programs=server.backend.programs,
+            next_callback_id=server.next_callback_id,
+            event_families=frozenset(),
+            max_requests=server.max_requests,
+            max_queued_events=server.max_queued_events,
+            keepalive_interval=server.keepalive_interval,
+            keepalive_count=server.keepalive_count,
+        )
+        self.conn: BackendConnection | None = None
+        self._output = _Signal()
+        self._readable = _Signal()
+        self._nursery: trio.Nursery | None = None
+        self._keepalive_started = False
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_backend()
+                await self.stream.aclose()
+
+    def close(self, reason: str) -> None:
+        """Drop the client (from any task)."""
+        log.info("client %d: closing: %s", self.ident, reason)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ reading
+
+    async def _reader(self) -> None:
+        session = self.session
+        while True:
+            while not session.wants_read:
+                if session.closing and session.in_flight == 0:
+                    return
+                await self._readable.wait()
+            data = await self.stream.receive_some(_RECEIVE_SIZE)
+            if not data:
+                return
+            try:
+                todo = session.receive_data(data, trio.current_time())
+            except FramingError as exc:
+                log.info("client %d: %s", self.ident, exc)
+                return
+            for item in todo:
+                if isinstance(item, CloseBackend):
+                    await self._close_backend()
+                else:
+                    self._dispatch(item)
+            if session.keepalive is not None and not self._keepalive_started:
+                self._keepalive_started = True
+                assert self._nursery is not None
+                self._nursery.start_soon(self._keepalive)
+            self._output.set()
+
+    def _dispatch(self, call: Call) -> None:
+        assert self._nursery is not None
+        if call.info is _CONNECT_OPEN:
+            self._nursery.start_soon(self._open, call)
+            return
+        conn = self.conn
+        impl = None if conn is None else conn.implementation(call.info)
+        if impl is None:
+            if call.procedure == remote.Procedure.CONNECT_SUPPORTS_FEATURE:
+                self.session.reply(call, remote.ConnectSupportsFeatureRet(0))
+            else:
+                self.session.fail(call, no_support(call.info))
+            return
+        method, is_async = impl
+        if is_async:
+            self._nursery.start_soon(self._run_async, call, method)
+            return
+        try:
+            ret = method() if call.info.args is None else method(call.args)
+        except RemoteError as exc:
+            self.session.fail(call, exc)
+        except Exception as exc:  # a backend bug must not take the client down
+            self.session.fail(call, self._backend_failure(call, exc))
+        else:
+            self.session.reply(call, ret)
+
+    async def _run_async(self, call: Call, method: Any) -> None:
+        try:
+            ret = await (method() if call.info.args is None else method(call.args))
+        except RemoteError as exc:
+            self.session.fail(call, exc)
+        except Exception as exc:
+            self.session.fail(call, self._backend_failure(call, exc))
+        else:
+            self.session.reply(call, ret)
+        self._output.set()
+
+    def _backend_failure(self, call: Call, exc: Exception) -> RemoteError:
+        log.exception("client %d: backend failed in %s", self.ident, call.info.name)
+        return RemoteError.report(
+            ErrorNumber.INTERNAL_ERROR, ErrorDomain.RPC, f"{call.info.api}: {exc}"
+        )
+
+    async def _open(self, call: Call) -> None:
+        try:
+            conn = await self.server.backend.open(call.args.name, call.readonly, self.emit)
+        except RemoteError as exc:
+            self.session.open_failed(call, exc)
+        else:
+            self.conn = conn
+            self.session.event_families = conn.event_families
+            if self.session.opened(call) is not None:
+                await self._close_backend()
+        self._output.set()
+
+    async def _close_backend(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+
+    # ------------------------------------------------------------------ writing
+
+    def emit(self, event: Event) -> None:
+        """Relay a backend event to this client (never blocks)."""
+        try:
+            sent = self.session.send_event(event)
+        except Overflow as exc:
+            log.warning("client %d: does not read its events, disconnecting: %s", self.ident, exc)
+            self.close("event queue full")
+            return
+        if sent:
+            self._output.set()
+
+    async def _writer(self) -> None:
+        session = self.session
+        while True:
+            await self._output.wait()
+            data = session.data_to_send()
+            if data:
+                await self.stream.send_all(data)
+            if session.closing and session.in_flight == 0 and not session.has_data_to_send:
+                self.close("CONNECT_CLOSE")
+                return
+            if session.wants_read:
+                self._readable.set()
+
+    async def _keepalive(self) -> None:
+        session = self.session
+        keepalive = session.keepalive
+        assert keepalive is not None
+        while True:
+            await trio.sleep_until(keepalive.deadline)
+            action = session.poll_keepalive(trio.current_time())
+            if action is KeepaliveAction.DEAD:
+                self.close("keepalive timeout")
+                return
+            if action is KeepaliveAction.PING:
+                self._output.set()
+
+
+async def _unix_listener(address: UnixAddress) -> trio.SocketListener:
+    """Bind under a temporary name and rename, so the path appears ready to connect."""
+    path = Path(address.path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _unlink(temporary)
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(temporary))
+        mode = address.mode if address.mode is not None else (0o777 if address.readonly else 0o700)
+        os.chmod(temporary, mode)
+        sock.listen(stdlib_socket.SOMAXCONN)
+        os.replace(temporary, path)
+    except BaseException:
+        sock.close()
+        _unlink(temporary)
+        raise
+    return trio.SocketListener(sock)
+
+
+async def _accept(listener: trio.SocketListener) -> trio.SocketStream:
+    while True:
+        try:
+            return await listener.accept()
+        except OSError as exc:  # out of fds: wait for a client to leave, as libvirtd does
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            log.warning("cannot accept a client: %s", exc)
+            await trio.sleep(0.1)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def serve_unix(
+    backend: Backend,
+    socket: str | os.PathLike[str],
+    ro_socket: str | os.PathLike[str] | None = None,
+    *,
+    tcp: tuple[str, int] | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``backend`` as libvirtd does: a read-write and a read-only unix socket (and
+    TCP if given). ``options`` go to :class:`Server`; ``nursery.start`` returns it."""
+    server = Server(backend, **options)
+    found: list[UnixAddress | TcpAddress] = [UnixAddress(socket)]
+    if ro_socket is not None:
+        found.append(UnixAddress(ro_socket, readonly=True))
+    if tcp is not None:
+        found.append(TcpAddress(*tcp))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, *found)
+        task_status.started(server)
