@@ -193,9 +193,11 @@ class Connection:
             )
         if info.writes and self.readonly:
             await trio.lowlevel.checkpoint()
+            detail = f"read only access prevents {info.api}"
             raise RemoteError.create(
                 ErrorNumber.OPERATION_DENIED, _error_domain(info),
-                f"operation forbidden: read only access prevents {info.api}",
+                f"operation forbidden: {detail}", str1="operation forbidden: %s", str2=detail,
+                int1=-1, int2=-1,
             )
         if (args is None) != (info.args is None):
             raise TypeError(f"{info.name} takes {info.args.__name__ if info.args else 'no'} "
@@ -211,6 +213,7 @@ class Connection:
 
     async def _roundtrip(self, prog: int, vers: int, proc: int, payload: bytes) -> bytes:
         """Send one call and wait for its reply payload (the hot path)."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller sends nothing
         if self._closed is not None:
             await trio.lowlevel.checkpoint()
             raise _fresh(self._closed)
