@@ -206,6 +206,10 @@ class _Client:
             keepalive_count=server.keepalive_count,
         )
         self.conn: BackendConnection | None = None
+        # On a socket, replies and events are written directly (non-blocking) as they are
+        # made; the writer task only takes over when the kernel buffer is full.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._unsent = b""
         self._output = _Signal()
         self._readable = _Signal()
         self._nursery: trio.Nursery | None = None
@@ -218,7 +222,7 @@ class _Client:
                 nursery.start_soon(self._writer)
                 await self._reader()
                 nursery.cancel_scope.cancel()
-        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client went away
         finally:
             with trio.CancelScope(shield=True):
@@ -237,10 +241,11 @@ class _Client:
         session = self.session
         while True:
             while not session.wants_read:
-                if session.closing and session.in_flight == 0:
-                    return
+                if session.closing:
+                    return  # the writer closes once the last reply is out
                 await self._readable.wait()
-            data = await self.stream.receive_some(_RECEIVE_SIZE)
+                self._handle(session.resume(trio.current_time()))
+            data = await self._receive()
             if not data:
                 return
             try:
@@ -248,16 +253,32 @@ class _Client:
             except FramingError as exc:
                 log.info("client %d: %s", self.ident, exc)
                 return
+            self._handle(todo)
+
+    async def _receive(self) -> bytes | bytearray:
+        fd = self._fd
+        if fd is None:
+            return await self.stream.receive_some(_RECEIVE_SIZE)
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+
+    def _handle(self, todo: list[Call | CloseBackend]) -> None:
+        session = self.session
+        if todo:
             for item in todo:
                 if isinstance(item, CloseBackend):
-                    await self._close_backend()
+                    self._close_backend_soon()
                 else:
                     self._dispatch(item)
-            if session.keepalive is not None and not self._keepalive_started:
-                self._keepalive_started = True
-                assert self._nursery is not None
-                self._nursery.start_soon(self._keepalive)
-            self._output.set()
+        if session.keepalive is not None and not self._keepalive_started:
+            self._keepalive_started = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._keepalive)
+        self._flush()
 
     def _dispatch(self, call: Call) -> None:
         assert self._nursery is not None
@@ -294,7 +315,7 @@ class _Client:
             self.session.fail(call, self._backend_failure(call, exc))
         else:
             self.session.reply(call, ret)
-        self._output.set()
+        self._flush()
 
     def _backend_failure(self, call: Call, exc: Exception) -> RemoteError:
         log.exception("client %d: backend failed in %s", self.ident, call.info.name)
@@ -312,7 +333,11 @@ class _Client:
             self.session.event_families = conn.event_families
             if self.session.opened(call) is not None:
                 await self._close_backend()
-        self._output.set()
+        self._flush()
+
+    def _close_backend_soon(self) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._close_backend)
 
     async def _close_backend(self) -> None:
         conn, self.conn = self.conn, None
@@ -331,20 +356,59 @@ class _Client:
             self.close("event queue full")
             return
         if sent:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send what the session queued: now if the socket takes it, else by the writer."""
+        fd = self._fd
+        if fd is None or self._unsent:
             self._output.set()
+            return
+        data = self.session.data_to_send()
+        if not data:
+            return
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.close(f"cannot write: {exc}")
+            return
+        if sent < len(data):
+            self._unsent = data[sent:]
+            self._output.set()
+        self._written()
+
+    def _written(self) -> None:
+        """After a write: close after CONNECT_CLOSE's reply, or read again."""
+        session = self.session
+        if self._unsent or session.has_data_to_send:
+            return
+        if session.closing and session.in_flight == 0:
+            self.close("CONNECT_CLOSE")
+        else:
+            self._readable.set()  # replies left: request slots may have freed
 
     async def _writer(self) -> None:
-        session = self.session
+        session, fd = self.session, self._fd
         while True:
             await self._output.wait()
-            data = session.data_to_send()
-            if data:
-                await self.stream.send_all(data)
-            if session.closing and session.in_flight == 0 and not session.has_data_to_send:
-                self.close("CONNECT_CLOSE")
-                return
-            if session.wants_read:
-                self._readable.set()
+            while True:
+                if not self._unsent:
+                    self._unsent = session.data_to_send()
+                    if not self._unsent:
+                        break
+                if fd is None:
+                    await self.stream.send_all(self._unsent)
+                    self._unsent = b""
+                else:
+                    await trio.lowlevel.wait_writable(fd)
+                    try:
+                        sent = os.write(fd, self._unsent)
+                    except BlockingIOError:
+                        continue
+                    self._unsent = self._unsent[sent:]
+                self._written()
 
     async def _keepalive(self) -> None:
         session = self.session
@@ -357,7 +421,7 @@ class _Client:
                 self.close("keepalive timeout")
                 return
             if action is KeepaliveAction.PING:
-                self._output.set()
+                self._flush()
 
 
 async def _unix_listener(address: UnixAddress) -> trio.SocketListener:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,6 +326,7 @@ class ServerSession:
         self._now = 0.0
         self._next_callback_id = next_callback_id
         self._decoder = FrameDecoder()
+        self._pending: deque[bytes] = deque()  # whole packets not taken yet
         self._in_flight = 0
         self._out = _Outbox()
         self._registrations: list[_Registration] = []
@@ -338,8 +340,12 @@ class ServerSession:
 
     @property
     def wants_read(self) -> bool:
-        """False while ``max_requests`` requests are in flight (stop reading), or closing."""
-        return self._in_flight < self.max_requests and not self.closing
+        """False while ``max_requests`` requests are in flight (stop reading), or closing.
+
+        Packets received meanwhile wait, unread, as they would in libvirtd's socket;
+        :meth:`resume` takes them once replies have left.
+        """
+        return self._in_flight < self.max_requests and not self.closing and not self._pending
 
     def data_to_send(self) -> bytes:
         """Everything queued for the client; the replies in it release their slots."""
@@ -365,12 +371,18 @@ class ServerSession:
 
         Raises FramingError for an invalid length word: close the connection.
         """
+        self._pending.extend(self._decoder.feed_frames(data))
+        return self.resume(now)
+
+    def resume(self, now: float) -> list[Call | CloseBackend]:
+        """Take the packets that waited for a free request slot (see :attr:`wants_read`)."""
         self._now = now
         todo: list[Call | CloseBackend] = []
-        for frame in self._decoder.feed_frames(data):
+        pending = self._pending
+        while pending and self._in_flight < self.max_requests and not self.closing:
             if self.keepalive is not None:
                 self.keepalive.received(now)
-            item = self._packet(frame)
+            item = self._packet(pending.popleft())
             if item is not None:
                 todo.append(item)
         return todo

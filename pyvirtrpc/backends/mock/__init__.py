@@ -22,6 +22,7 @@ __all__ = [
     "DomainState",
     "MockBackend",
     "MockConnection",
+    "MockDaemon",
     "MockDomain",
     "MockHypervisor",
     "NoSpace",
@@ -46,3 +47,6 @@ class MockBackend:
         if uri.partition("?")[0] not in ACCEPTED_URIS:
             raise RemoteError.report(ErrorNumber.NO_CONNECT, ErrorDomain.NONE, name or "<null>")
         return MockConnection(self.hypervisor, uri, emit)
+
+
+from pyvirtrpc.backends.mock.daemon import MockDaemon  # noqa: E402  (it needs MockBackend)
