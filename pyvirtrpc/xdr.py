@@ -65,7 +65,10 @@ def string_bytes(value: str, where: str) -> bytes:
 
 
 def pack_string(out: bytearray, value: str, limit: int, where: str) -> None:
-    data = string_bytes(value, where)
+    try:
+        data = value.encode("utf-8", "surrogateescape")
+    except (AttributeError, UnicodeEncodeError):
+        data = string_bytes(value, where)  # raises, saying why
     n = len(data)
     if n > limit:
         raise XdrError(where, f"string of {n} bytes exceeds the limit of {limit}")
@@ -119,23 +122,20 @@ def check_enum(value: int, cls: type[enum.IntEnum], where: str) -> int:
 # -------------------------------------------------------------- unpack helpers
 
 
-def unpack_string(buf: bytes, pos: int, limit: int, where: str) -> tuple[str, int]:
-    data, pos = unpack_opaque(buf, pos, limit, where)
-    return data.decode("utf-8", "surrogateescape"), pos
-
-
 def unpack_opaque(buf: bytes, pos: int, limit: int, where: str) -> tuple[bytes, int]:
-    if pos + 4 > len(buf):
-        raise XdrError(where, f"truncated: length word needed at offset {pos}")
-    (n,) = S_UINT.unpack_from(buf, pos)
+    """A variable-length opaque (strings too: the caller decodes the bytes)."""
+    try:
+        (n,) = S_UINT.unpack_from(buf, pos)
+    except struct.error:
+        raise XdrError(where, f"truncated: length word needed at offset {pos}") from None
     if n > limit:
         raise XdrError(where, f"length {n} exceeds the limit of {limit}")
     start = pos + 4
-    return buf[start : start + n], skip_padded(buf, start, n, where)
-
-
-def unpack_fixed_opaque(buf: bytes, pos: int, size: int, where: str) -> tuple[bytes, int]:
-    return buf[pos : pos + size], skip_padded(buf, pos, size, where)
+    end = start + n
+    padded = (end + 3) & ~3
+    if padded > len(buf) or (n & 3 and buf[end:padded] != _PAD[n & 3]):
+        skip_padded(buf, start, n, where)  # raises, saying which
+    return buf[start:end], padded
 
 
 def skip_padded(buf: bytes, start: int, n: int, where: str) -> int:

@@ -59,8 +59,10 @@ class DiskGetInfoArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_domain, pos = xdr.unpack_string(buf, pos, 4194304, 'mockctl_disk_get_info_args.domain')
-        f_dev, pos = xdr.unpack_string(buf, pos, 4194304, 'mockctl_disk_get_info_args.dev')
+        raw1, pos = xdr.unpack_opaque(buf, pos, 4194304, 'mockctl_disk_get_info_args.domain')
+        f_domain = raw1.decode('utf-8', 'surrogateescape')
+        raw2, pos = xdr.unpack_opaque(buf, pos, 4194304, 'mockctl_disk_get_info_args.dev')
+        f_dev = raw2.decode('utf-8', 'surrogateescape')
         return cls(f_domain, f_dev), pos
 
 
@@ -110,8 +112,10 @@ class DiskWriteArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_domain, pos = xdr.unpack_string(buf, pos, 4194304, 'mockctl_disk_write_args.domain')
-        f_dev, pos = xdr.unpack_string(buf, pos, 4194304, 'mockctl_disk_write_args.dev')
+        raw3, pos = xdr.unpack_opaque(buf, pos, 4194304, 'mockctl_disk_write_args.domain')
+        f_domain = raw3.decode('utf-8', 'surrogateescape')
+        raw4, pos = xdr.unpack_opaque(buf, pos, 4194304, 'mockctl_disk_write_args.dev')
+        f_dev = raw4.decode('utf-8', 'surrogateescape')
         f_offset, f_length = _S_QQ.unpack_from(buf, pos)
         pos += 16
         return cls(f_domain, f_dev, f_offset, f_length), pos
@@ -164,8 +168,10 @@ class DiskGrowArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_domain, pos = xdr.unpack_string(buf, pos, 4194304, 'mockctl_disk_grow_args.domain')
-        f_dev, pos = xdr.unpack_string(buf, pos, 4194304, 'mockctl_disk_grow_args.dev')
+        raw5, pos = xdr.unpack_opaque(buf, pos, 4194304, 'mockctl_disk_grow_args.domain')
+        f_domain = raw5.decode('utf-8', 'surrogateescape')
+        raw6, pos = xdr.unpack_opaque(buf, pos, 4194304, 'mockctl_disk_grow_args.dev')
+        f_dev = raw6.decode('utf-8', 'surrogateescape')
         (f_physical,) = _S_Q.unpack_from(buf, pos)
         pos += 8
         return cls(f_domain, f_dev, f_physical), pos

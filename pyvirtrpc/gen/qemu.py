@@ -35,7 +35,8 @@ class NonnullDomain(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_nonnull_domain.name')
+        raw1, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_nonnull_domain.name')
+        f_name = raw1.decode('utf-8', 'surrogateescape')
         f_uuid, f_id = _S_16si.unpack_from(buf, pos)
         pos += 20
         return cls(f_name, f_uuid, f_id), pos
@@ -66,7 +67,8 @@ class DomainMonitorCommandArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_cmd, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_monitor_command_args.cmd')
+        raw2, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_monitor_command_args.cmd')
+        f_cmd = raw2.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_cmd, f_flags), pos
@@ -92,7 +94,8 @@ class DomainMonitorCommandRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_result, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_monitor_command_ret.result')
+        raw3, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_monitor_command_ret.result')
+        f_result = raw3.decode('utf-8', 'surrogateescape')
         return cls(f_result), pos
 
 
@@ -119,7 +122,8 @@ class DomainMonitorCommandWithFilesArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_cmd, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_monitor_command_with_files_args.cmd')
+        raw4, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_monitor_command_with_files_args.cmd')
+        f_cmd = raw4.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_cmd, f_flags), pos
@@ -145,7 +149,8 @@ class DomainMonitorCommandWithFilesRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_result, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_monitor_command_with_files_ret.result')
+        raw5, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_monitor_command_with_files_ret.result')
+        f_result = raw5.decode('utf-8', 'surrogateescape')
         return cls(f_result), pos
 
 
@@ -173,7 +178,8 @@ class DomainAgentCommandArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_cmd, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_agent_command_args.cmd')
+        raw6, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_agent_command_args.cmd')
+        f_cmd = raw6.decode('utf-8', 'surrogateescape')
         f_timeout, f_flags = _S_iI.unpack_from(buf, pos)
         pos += 8
         return cls(f_dom, f_cmd, f_timeout, f_flags), pos
@@ -205,9 +211,10 @@ class DomainAgentCommandRet(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_result: str | None = None
-        present1, pos = xdr.unpack_flag(buf, pos, 'qemu_domain_agent_command_ret.result')
-        if present1:
-            f_result, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_agent_command_ret.result')
+        present7, pos = xdr.unpack_flag(buf, pos, 'qemu_domain_agent_command_ret.result')
+        if present7:
+            raw8, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_agent_command_ret.result')
+            f_result = raw8.decode('utf-8', 'surrogateescape')
         return cls(f_result), pos
 
 
@@ -289,13 +296,14 @@ class ConnectDomainMonitorEventRegisterArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom: NonnullDomain | None = None
-        present2, pos = xdr.unpack_flag(buf, pos, 'qemu_connect_domain_monitor_event_register_args.dom')
-        if present2:
+        present9, pos = xdr.unpack_flag(buf, pos, 'qemu_connect_domain_monitor_event_register_args.dom')
+        if present9:
             f_dom, pos = NonnullDomain.unpack_from(buf, pos)
         f_event: str | None = None
-        present3, pos = xdr.unpack_flag(buf, pos, 'qemu_connect_domain_monitor_event_register_args.event')
-        if present3:
-            f_event, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_connect_domain_monitor_event_register_args.event')
+        present10, pos = xdr.unpack_flag(buf, pos, 'qemu_connect_domain_monitor_event_register_args.event')
+        if present10:
+            raw11, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_connect_domain_monitor_event_register_args.event')
+            f_event = raw11.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_event, f_flags), pos
@@ -383,13 +391,15 @@ class DomainMonitorEventMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_event, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_monitor_event_msg.event')
+        raw12, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_monitor_event_msg.event')
+        f_event = raw12.decode('utf-8', 'surrogateescape')
         f_seconds, f_micros = _S_qI.unpack_from(buf, pos)
         pos += 12
         f_details: str | None = None
-        present4, pos = xdr.unpack_flag(buf, pos, 'qemu_domain_monitor_event_msg.details')
-        if present4:
-            f_details, pos = xdr.unpack_string(buf, pos, 4194304, 'qemu_domain_monitor_event_msg.details')
+        present13, pos = xdr.unpack_flag(buf, pos, 'qemu_domain_monitor_event_msg.details')
+        if present13:
+            raw14, pos = xdr.unpack_opaque(buf, pos, 4194304, 'qemu_domain_monitor_event_msg.details')
+            f_details = raw14.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_event, f_seconds, f_micros, f_details), pos
 
 

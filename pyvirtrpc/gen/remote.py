@@ -118,7 +118,8 @@ class NonnullDomain(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_nonnull_domain.name')
+        raw1, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_domain.name')
+        f_name = raw1.decode('utf-8', 'surrogateescape')
         f_uuid, f_id = _S_16si.unpack_from(buf, pos)
         pos += 20
         return cls(f_name, f_uuid, f_id), pos
@@ -146,7 +147,8 @@ class NonnullNetwork(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_nonnull_network.name')
+        raw2, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_network.name')
+        f_name = raw2.decode('utf-8', 'surrogateescape')
         (f_uuid,) = _S_16s.unpack_from(buf, pos)
         pos += 16
         return cls(f_name, f_uuid), pos
@@ -173,7 +175,8 @@ class NonnullStoragePool(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_nonnull_storage_pool.name')
+        raw3, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_storage_pool.name')
+        f_name = raw3.decode('utf-8', 'surrogateescape')
         (f_uuid,) = _S_16s.unpack_from(buf, pos)
         pos += 16
         return cls(f_name, f_uuid), pos
@@ -198,7 +201,8 @@ class NonnullNodeDevice(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_nonnull_node_device.name')
+        raw4, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_node_device.name')
+        f_name = raw4.decode('utf-8', 'surrogateescape')
         return cls(f_name), pos
 
 
@@ -225,7 +229,8 @@ class NonnullSecret(xdr.XdrStruct):
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_uuid, f_usageType = _S_16si.unpack_from(buf, pos)
         pos += 20
-        f_usageID, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_nonnull_secret.usageID')
+        raw5, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_secret.usageID')
+        f_usageID = raw5.decode('utf-8', 'surrogateescape')
         return cls(f_uuid, f_usageType, f_usageID), pos
 
 
@@ -290,32 +295,33 @@ class TypedParamValue(xdr.XdrStruct):
         (d,) = _S_i.unpack_from(buf, pos)
         pos += 4
         if d == 1:
-            (value1,) = _S_i.unpack_from(buf, pos)
-            pos += 4
-            return cls(TypedParamType.INT, value1), pos
-        elif d == 2:
-            (value2,) = _S_I.unpack_from(buf, pos)
-            pos += 4
-            return cls(TypedParamType.UINT, value2), pos
-        elif d == 3:
-            (value3,) = _S_q.unpack_from(buf, pos)
-            pos += 8
-            return cls(TypedParamType.LLONG, value3), pos
-        elif d == 4:
-            (value4,) = _S_Q.unpack_from(buf, pos)
-            pos += 8
-            return cls(TypedParamType.ULLONG, value4), pos
-        elif d == 5:
-            (value5,) = _S_d.unpack_from(buf, pos)
-            pos += 8
-            return cls(TypedParamType.DOUBLE, value5), pos
-        elif d == 6:
             (value6,) = _S_i.unpack_from(buf, pos)
             pos += 4
-            return cls(TypedParamType.BOOLEAN, value6), pos
+            return cls(VIR_TYPED_PARAM_INT, value6), pos
+        elif d == 2:
+            (value7,) = _S_I.unpack_from(buf, pos)
+            pos += 4
+            return cls(VIR_TYPED_PARAM_UINT, value7), pos
+        elif d == 3:
+            (value8,) = _S_q.unpack_from(buf, pos)
+            pos += 8
+            return cls(VIR_TYPED_PARAM_LLONG, value8), pos
+        elif d == 4:
+            (value9,) = _S_Q.unpack_from(buf, pos)
+            pos += 8
+            return cls(VIR_TYPED_PARAM_ULLONG, value9), pos
+        elif d == 5:
+            (value10,) = _S_d.unpack_from(buf, pos)
+            pos += 8
+            return cls(VIR_TYPED_PARAM_DOUBLE, value10), pos
+        elif d == 6:
+            (value11,) = _S_i.unpack_from(buf, pos)
+            pos += 4
+            return cls(VIR_TYPED_PARAM_BOOLEAN, value11), pos
         elif d == 7:
-            value7, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_typed_param_value.s')
-            return cls(TypedParamType.STRING, value7), pos
+            raw13, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param_value.s')
+            value12 = raw13.decode('utf-8', 'surrogateescape')
+            return cls(VIR_TYPED_PARAM_STRING, value12), pos
         raise xdr.unknown_arm('remote_typed_param_value.type', d)
 
 
@@ -348,7 +354,8 @@ class TypedParam(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_field, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_typed_param.field')
+        raw14, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+        f_field = raw14.decode('utf-8', 'surrogateescape')
         f_value, pos = TypedParamValue.unpack_from(buf, pos)
         return cls(f_field, f_value), pos
 
@@ -380,18 +387,18 @@ class AuthListRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.types, 20, 'remote_auth_list_ret.types')
-        for item8 in self.types:
-            out += _S_i.pack(xdr.check_enum(item8, AuthType, 'remote_auth_list_ret.types[]'))
+        for item15 in self.types:
+            out += _S_i.pack(xdr.check_enum(item15, AuthType, 'remote_auth_list_ret.types[]'))
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count9, pos = xdr.unpack_count(buf, pos, 20, 'remote_auth_list_ret.types')
+        count16, pos = xdr.unpack_count(buf, pos, 20, 'remote_auth_list_ret.types')
         f_types: list[AuthType] = []
-        for _ in range(count9):
-            (item10,) = _S_i.unpack_from(buf, pos)
+        for _ in range(count16):
+            (item17,) = _S_i.unpack_from(buf, pos)
             pos += 4
-            item10 = AuthType(item10)
-            f_types.append(item10)
+            item17 = AuthType(item17)
+            f_types.append(item17)
         return cls(f_types), pos
 
 
@@ -443,9 +450,10 @@ class ConnectOpenArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_name: str | None = None
-        present11, pos = xdr.unpack_flag(buf, pos, 'remote_connect_open_args.name')
-        if present11:
-            f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_open_args.name')
+        present18, pos = xdr.unpack_flag(buf, pos, 'remote_connect_open_args.name')
+        if present18:
+            raw19, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_open_args.name')
+            f_name = raw19.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_name, f_flags), pos
@@ -516,7 +524,8 @@ class ConnectGetTypeRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_type, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_get_type_ret.type')
+        raw20, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_get_type_ret.type')
+        f_type = raw20.decode('utf-8', 'surrogateescape')
         return cls(f_type), pos
 
 
@@ -584,7 +593,8 @@ class ConnectGetHostnameRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_hostname, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_get_hostname_ret.hostname')
+        raw21, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_get_hostname_ret.hostname')
+        f_hostname = raw21.decode('utf-8', 'surrogateescape')
         return cls(f_hostname), pos
 
 
@@ -606,7 +616,8 @@ class ConnectGetUriRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_uri, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_get_uri_ret.uri')
+        raw22, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_get_uri_ret.uri')
+        f_uri = raw22.decode('utf-8', 'surrogateescape')
         return cls(f_uri), pos
 
 
@@ -628,7 +639,8 @@ class ConnectGetCapabilitiesRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_capabilities, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_get_capabilities_ret.capabilities')
+        raw23, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_get_capabilities_ret.capabilities')
+        f_capabilities = raw23.decode('utf-8', 'surrogateescape')
         return cls(f_capabilities), pos
 
 
@@ -673,7 +685,8 @@ class ConnectGetSysinfoRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_sysinfo, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_get_sysinfo_ret.sysinfo')
+        raw24, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_get_sysinfo_ret.sysinfo')
+        f_sysinfo = raw24.decode('utf-8', 'surrogateescape')
         return cls(f_sysinfo), pos
 
 
@@ -705,8 +718,8 @@ class NodeGetInfoRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count12 = 32
-        f_model, pos = xdr.unpack_values(buf, pos, 'i', 4, count12)
+        count25 = 32
+        f_model, pos = xdr.unpack_values(buf, pos, 'i', 4, count25)
         f_memory, f_cpus, f_mhz, f_nodes, f_sockets, f_cores, f_threads = _S_Qiiiiii.unpack_from(buf, pos)
         pos += 32
         return cls(f_model, f_memory, f_cpus, f_mhz, f_nodes, f_sockets, f_cores, f_threads), pos
@@ -741,10 +754,10 @@ class NodeGetSecurityModelRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count13, pos = xdr.unpack_count(buf, pos, 257, 'remote_node_get_security_model_ret.model')
-        f_model, pos = xdr.unpack_values(buf, pos, 'i', 4, count13)
-        count14, pos = xdr.unpack_count(buf, pos, 257, 'remote_node_get_security_model_ret.doi')
-        f_doi, pos = xdr.unpack_values(buf, pos, 'i', 4, count14)
+        count26, pos = xdr.unpack_count(buf, pos, 257, 'remote_node_get_security_model_ret.model')
+        f_model, pos = xdr.unpack_values(buf, pos, 'i', 4, count26)
+        count27, pos = xdr.unpack_count(buf, pos, 257, 'remote_node_get_security_model_ret.doi')
+        f_doi, pos = xdr.unpack_values(buf, pos, 'i', 4, count27)
         return cls(f_model, f_doi), pos
 
 
@@ -790,17 +803,17 @@ class ConnectListAllDomainsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.domains, 16384, 'remote_connect_list_all_domains_ret.domains')
-        for item15 in self.domains:
-            item15.pack_into(out)
+        for item28 in self.domains:
+            item28.pack_into(out)
         out += _S_I.pack(self.ret)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count16, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_all_domains_ret.domains')
+        count29, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_all_domains_ret.domains')
         f_domains: list[NonnullDomain] = []
-        for _ in range(count16):
-            item17, pos = NonnullDomain.unpack_from(buf, pos)
-            f_domains.append(item17)
+        for _ in range(count29):
+            item30, pos = NonnullDomain.unpack_from(buf, pos)
+            f_domains.append(item30)
         (f_ret,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_domains, f_ret), pos
@@ -872,8 +885,8 @@ class ConnectListDomainsRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count18, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_domains_ret.ids')
-        f_ids, pos = xdr.unpack_values(buf, pos, 'i', 4, count18)
+        count31, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_domains_ret.ids')
+        f_ids, pos = xdr.unpack_values(buf, pos, 'i', 4, count31)
         return cls(f_ids), pos
 
 
@@ -938,16 +951,17 @@ class ConnectListDefinedDomainsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.names, 16384, 'remote_connect_list_defined_domains_ret.names')
-        for item19 in self.names:
-            xdr.pack_string(out, item19, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
+        for item32 in self.names:
+            xdr.pack_string(out, item32, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count20, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_defined_domains_ret.names')
+        count33, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_defined_domains_ret.names')
         f_names: list[str] = []
-        for _ in range(count20):
-            item21, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
-            f_names.append(item21)
+        for _ in range(count33):
+            raw35, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
+            item34 = raw35.decode('utf-8', 'surrogateescape')
+            f_names.append(item34)
         return cls(f_names), pos
 
 
@@ -1059,7 +1073,8 @@ class DomainLookupByNameArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_lookup_by_name_args.name')
+        raw36, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_lookup_by_name_args.name')
+        f_name = raw36.decode('utf-8', 'surrogateescape')
         return cls(f_name), pos
 
 
@@ -1103,7 +1118,8 @@ class DomainDefineXmlArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_xml, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_define_xml_args.xml')
+        raw37, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_define_xml_args.xml')
+        f_xml = raw37.decode('utf-8', 'surrogateescape')
         return cls(f_xml), pos
 
 
@@ -1149,7 +1165,8 @@ class DomainDefineXmlFlagsArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_xml, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_define_xml_flags_args.xml')
+        raw38, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_define_xml_flags_args.xml')
+        f_xml = raw38.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_xml, f_flags), pos
@@ -1318,7 +1335,8 @@ class DomainCreateXmlArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_xml_desc, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_create_xml_args.xml_desc')
+        raw39, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_create_xml_args.xml_desc')
+        f_xml_desc = raw39.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_xml_desc, f_flags), pos
@@ -1738,7 +1756,8 @@ class DomainGetXmlDescRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_xml, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_get_xml_desc_ret.xml')
+        raw40, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_xml_desc_ret.xml')
+        f_xml = raw40.decode('utf-8', 'surrogateescape')
         return cls(f_xml), pos
 
 
@@ -1782,7 +1801,8 @@ class DomainGetOsTypeRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_type, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_get_os_type_ret.type')
+        raw41, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_os_type_ret.type')
+        f_type = raw41.decode('utf-8', 'surrogateescape')
         return cls(f_type), pos
 
 
@@ -2019,8 +2039,8 @@ class DomainGetSecurityLabelRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count22, pos = xdr.unpack_count(buf, pos, 4097, 'remote_domain_get_security_label_ret.label')
-        f_label, pos = xdr.unpack_values(buf, pos, 'i', 4, count22)
+        count42, pos = xdr.unpack_count(buf, pos, 4097, 'remote_domain_get_security_label_ret.label')
+        f_label, pos = xdr.unpack_values(buf, pos, 'i', 4, count42)
         (f_enforcing,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_label, f_enforcing), pos
@@ -2069,16 +2089,17 @@ class DomainGetMessagesRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.msgs, 2048, 'remote_domain_get_messages_ret.msgs')
-        for item23 in self.msgs:
-            xdr.pack_string(out, item23, 4194304, 'remote_domain_get_messages_ret.msgs[]')
+        for item43 in self.msgs:
+            xdr.pack_string(out, item43, 4194304, 'remote_domain_get_messages_ret.msgs[]')
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count24, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_get_messages_ret.msgs')
+        count44, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_get_messages_ret.msgs')
         f_msgs: list[str] = []
-        for _ in range(count24):
-            item25, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_get_messages_ret.msgs[]')
-            f_msgs.append(item25)
+        for _ in range(count44):
+            raw46, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_messages_ret.msgs[]')
+            item45 = raw46.decode('utf-8', 'surrogateescape')
+            f_msgs.append(item45)
         return cls(f_msgs), pos
 
 
@@ -2105,7 +2126,8 @@ class DomainGetBlockInfoArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_path, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_get_block_info_args.path')
+        raw47, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_block_info_args.path')
+        f_path = raw47.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_path, f_flags), pos
@@ -2161,7 +2183,8 @@ class DomainBlockStatsArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_path, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_block_stats_args.path')
+        raw48, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_block_stats_args.path')
+        f_path = raw48.decode('utf-8', 'surrogateescape')
         return cls(f_dom, f_path), pos
 
 
@@ -2221,7 +2244,8 @@ class DomainBlockStatsFlagsArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_path, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_block_stats_flags_args.path')
+        raw49, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_block_stats_flags_args.path')
+        f_path = raw49.decode('utf-8', 'surrogateescape')
         f_nparams, f_flags = _S_iI.unpack_from(buf, pos)
         pos += 8
         return cls(f_dom, f_path, f_nparams, f_flags), pos
@@ -2246,17 +2270,17 @@ class DomainBlockStatsFlagsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.params, 16, 'remote_domain_block_stats_flags_ret.params')
-        for item26 in self.params:
-            item26.pack_into(out)
+        for item50 in self.params:
+            item50.pack_into(out)
         out += _S_i.pack(self.nparams)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count27, pos = xdr.unpack_count(buf, pos, 16, 'remote_domain_block_stats_flags_ret.params')
+        count51, pos = xdr.unpack_count(buf, pos, 16, 'remote_domain_block_stats_flags_ret.params')
         f_params: list[TypedParam] = []
-        for _ in range(count27):
-            item28, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item28)
+        for _ in range(count51):
+            item52, pos = TypedParam.unpack_from(buf, pos)
+            f_params.append(item52)
         (f_nparams,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_params, f_nparams), pos
@@ -2287,7 +2311,8 @@ class DomainSetBlockThresholdArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_dev, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_set_block_threshold_args.dev')
+        raw53, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_set_block_threshold_args.dev')
+        f_dev = raw53.decode('utf-8', 'surrogateescape')
         f_threshold, f_flags = _S_QI.unpack_from(buf, pos)
         pos += 12
         return cls(f_dom, f_dev, f_threshold, f_flags), pos
@@ -2313,17 +2338,17 @@ class ConnectGetAllDomainStatsArgs(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.doms, 16384, 'remote_connect_get_all_domain_stats_args.doms')
-        for item29 in self.doms:
-            item29.pack_into(out)
+        for item54 in self.doms:
+            item54.pack_into(out)
         out += _S_II.pack(self.stats, self.flags)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count30, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_args.doms')
+        count55, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_args.doms')
         f_doms: list[NonnullDomain] = []
-        for _ in range(count30):
-            item31, pos = NonnullDomain.unpack_from(buf, pos)
-            f_doms.append(item31)
+        for _ in range(count55):
+            item56, pos = NonnullDomain.unpack_from(buf, pos)
+            f_doms.append(item56)
         f_stats, f_flags = _S_II.unpack_from(buf, pos)
         pos += 8
         return cls(f_doms, f_stats, f_flags), pos
@@ -2348,17 +2373,17 @@ class DomainStatsRecord(xdr.XdrStruct):
     def pack_into(self, out: bytearray) -> None:
         self.dom.pack_into(out)
         xdr.pack_count(out, self.params, 262144, 'remote_domain_stats_record.params')
-        for item32 in self.params:
-            item32.pack_into(out)
+        for item57 in self.params:
+            item57.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        count33, pos = xdr.unpack_count(buf, pos, 262144, 'remote_domain_stats_record.params')
+        count58, pos = xdr.unpack_count(buf, pos, 262144, 'remote_domain_stats_record.params')
         f_params: list[TypedParam] = []
-        for _ in range(count33):
-            item34, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item34)
+        for _ in range(count58):
+            item59, pos = TypedParam.unpack_from(buf, pos)
+            f_params.append(item59)
         return cls(f_dom, f_params), pos
 
 
@@ -2378,16 +2403,16 @@ class ConnectGetAllDomainStatsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.retStats, 16384, 'remote_connect_get_all_domain_stats_ret.retStats')
-        for item35 in self.retStats:
-            item35.pack_into(out)
+        for item60 in self.retStats:
+            item60.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count36, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_ret.retStats')
+        count61, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_ret.retStats')
         f_retStats: list[DomainStatsRecord] = []
-        for _ in range(count36):
-            item37, pos = DomainStatsRecord.unpack_from(buf, pos)
-            f_retStats.append(item37)
+        for _ in range(count61):
+            item62, pos = DomainStatsRecord.unpack_from(buf, pos)
+            f_retStats.append(item62)
         return cls(f_retStats), pos
 
 
@@ -2510,8 +2535,8 @@ class ConnectDomainEventCallbackRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom: NonnullDomain | None = None
-        present38, pos = xdr.unpack_flag(buf, pos, 'remote_connect_domain_event_callback_register_any_args.dom')
-        if present38:
+        present63, pos = xdr.unpack_flag(buf, pos, 'remote_connect_domain_event_callback_register_any_args.dom')
+        if present63:
             f_dom, pos = NonnullDomain.unpack_from(buf, pos)
         return cls(f_eventID, f_dom), pos
 
@@ -2590,8 +2615,8 @@ class ConnectNetworkEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_net: NonnullNetwork | None = None
-        present39, pos = xdr.unpack_flag(buf, pos, 'remote_connect_network_event_register_any_args.net')
-        if present39:
+        present64, pos = xdr.unpack_flag(buf, pos, 'remote_connect_network_event_register_any_args.net')
+        if present64:
             f_net, pos = NonnullNetwork.unpack_from(buf, pos)
         return cls(f_eventID, f_net), pos
 
@@ -2670,8 +2695,8 @@ class ConnectStoragePoolEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_pool: NonnullStoragePool | None = None
-        present40, pos = xdr.unpack_flag(buf, pos, 'remote_connect_storage_pool_event_register_any_args.pool')
-        if present40:
+        present65, pos = xdr.unpack_flag(buf, pos, 'remote_connect_storage_pool_event_register_any_args.pool')
+        if present65:
             f_pool, pos = NonnullStoragePool.unpack_from(buf, pos)
         return cls(f_eventID, f_pool), pos
 
@@ -2750,8 +2775,8 @@ class ConnectNodeDeviceEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dev: NonnullNodeDevice | None = None
-        present41, pos = xdr.unpack_flag(buf, pos, 'remote_connect_node_device_event_register_any_args.dev')
-        if present41:
+        present66, pos = xdr.unpack_flag(buf, pos, 'remote_connect_node_device_event_register_any_args.dev')
+        if present66:
             f_dev, pos = NonnullNodeDevice.unpack_from(buf, pos)
         return cls(f_eventID, f_dev), pos
 
@@ -2830,8 +2855,8 @@ class ConnectSecretEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_secret: NonnullSecret | None = None
-        present42, pos = xdr.unpack_flag(buf, pos, 'remote_connect_secret_event_register_any_args.secret')
-        if present42:
+        present67, pos = xdr.unpack_flag(buf, pos, 'remote_connect_secret_event_register_any_args.secret')
+        if present67:
             f_secret, pos = NonnullSecret.unpack_from(buf, pos)
         return cls(f_eventID, f_secret), pos
 
@@ -3121,8 +3146,10 @@ class DomainEventIoErrorMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_srcPath, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_io_error_msg.srcPath')
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_io_error_msg.devAlias')
+        raw68, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_msg.srcPath')
+        f_srcPath = raw68.decode('utf-8', 'surrogateescape')
+        raw69, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_msg.devAlias')
+        f_devAlias = raw69.decode('utf-8', 'surrogateescape')
         (f_action,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_srcPath, f_devAlias, f_action), pos
@@ -3185,11 +3212,14 @@ class DomainEventIoErrorReasonMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_srcPath, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.srcPath')
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.devAlias')
+        raw70, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.srcPath')
+        f_srcPath = raw70.decode('utf-8', 'surrogateescape')
+        raw71, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.devAlias')
+        f_devAlias = raw71.decode('utf-8', 'surrogateescape')
         (f_action,) = _S_i.unpack_from(buf, pos)
         pos += 4
-        f_reason, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.reason')
+        raw72, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.reason')
+        f_reason = raw72.decode('utf-8', 'surrogateescape')
         return cls(f_dom, f_srcPath, f_devAlias, f_action, f_reason), pos
 
 
@@ -3248,8 +3278,10 @@ class DomainEventGraphicsAddress(xdr.XdrStruct):
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         (f_family,) = _S_i.unpack_from(buf, pos)
         pos += 4
-        f_node, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_graphics_address.node')
-        f_service, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_graphics_address.service')
+        raw73, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_address.node')
+        f_node = raw73.decode('utf-8', 'surrogateescape')
+        raw74, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_address.service')
+        f_service = raw74.decode('utf-8', 'surrogateescape')
         return cls(f_family, f_node, f_service), pos
 
 
@@ -3275,8 +3307,10 @@ class DomainEventGraphicsIdentity(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_type, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_graphics_identity.type')
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_graphics_identity.name')
+        raw75, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.type')
+        f_type = raw75.decode('utf-8', 'surrogateescape')
+        raw76, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.name')
+        f_name = raw76.decode('utf-8', 'surrogateescape')
         return cls(f_type, f_name), pos
 
 
@@ -3306,8 +3340,8 @@ class DomainEventGraphicsMsg(xdr.XdrStruct):
         self.remote.pack_into(out)
         xdr.pack_string(out, self.authScheme, 4194304, 'remote_domain_event_graphics_msg.authScheme')
         xdr.pack_count(out, self.subject, 20, 'remote_domain_event_graphics_msg.subject')
-        for item43 in self.subject:
-            item43.pack_into(out)
+        for item77 in self.subject:
+            item77.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
@@ -3316,12 +3350,13 @@ class DomainEventGraphicsMsg(xdr.XdrStruct):
         pos += 4
         f_local, pos = DomainEventGraphicsAddress.unpack_from(buf, pos)
         f_remote, pos = DomainEventGraphicsAddress.unpack_from(buf, pos)
-        f_authScheme, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_graphics_msg.authScheme')
-        count44, pos = xdr.unpack_count(buf, pos, 20, 'remote_domain_event_graphics_msg.subject')
+        raw78, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_msg.authScheme')
+        f_authScheme = raw78.decode('utf-8', 'surrogateescape')
+        count79, pos = xdr.unpack_count(buf, pos, 20, 'remote_domain_event_graphics_msg.subject')
         f_subject: list[DomainEventGraphicsIdentity] = []
-        for _ in range(count44):
-            item45, pos = DomainEventGraphicsIdentity.unpack_from(buf, pos)
-            f_subject.append(item45)
+        for _ in range(count79):
+            item80, pos = DomainEventGraphicsIdentity.unpack_from(buf, pos)
+            f_subject.append(item80)
         return cls(f_dom, f_phase, f_local, f_remote, f_authScheme, f_subject), pos
 
 
@@ -3430,7 +3465,8 @@ class DomainEventBlockJobMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_path, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_block_job_msg.path')
+        raw81, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_job_msg.path')
+        f_path = raw81.decode('utf-8', 'surrogateescape')
         f_type, f_status = _S_ii.unpack_from(buf, pos)
         pos += 8
         return cls(f_dom, f_path, f_type, f_status), pos
@@ -3502,14 +3538,17 @@ class DomainEventDiskChangeMsg(xdr.XdrStruct):
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
         f_oldSrcPath: str | None = None
-        present46, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.oldSrcPath')
-        if present46:
-            f_oldSrcPath, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.oldSrcPath')
+        present82, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.oldSrcPath')
+        if present82:
+            raw83, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.oldSrcPath')
+            f_oldSrcPath = raw83.decode('utf-8', 'surrogateescape')
         f_newSrcPath: str | None = None
-        present47, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.newSrcPath')
-        if present47:
-            f_newSrcPath, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.newSrcPath')
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.devAlias')
+        present84, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.newSrcPath')
+        if present84:
+            raw85, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.newSrcPath')
+            f_newSrcPath = raw85.decode('utf-8', 'surrogateescape')
+        raw86, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.devAlias')
+        f_devAlias = raw86.decode('utf-8', 'surrogateescape')
         (f_reason,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_oldSrcPath, f_newSrcPath, f_devAlias, f_reason), pos
@@ -3569,7 +3608,8 @@ class DomainEventTrayChangeMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_tray_change_msg.devAlias')
+        raw87, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_tray_change_msg.devAlias')
+        f_devAlias = raw87.decode('utf-8', 'surrogateescape')
         (f_reason,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_devAlias, f_reason), pos
@@ -3832,7 +3872,8 @@ class DomainEventDeviceRemovedMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_device_removed_msg.devAlias')
+        raw88, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_device_removed_msg.devAlias')
+        f_devAlias = raw88.decode('utf-8', 'surrogateescape')
         return cls(f_dom, f_devAlias), pos
 
 
@@ -3892,7 +3933,8 @@ class DomainEventBlockJob2Msg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_dst, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_block_job_2_msg.dst')
+        raw89, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_job_2_msg.dst')
+        f_dst = raw89.decode('utf-8', 'surrogateescape')
         f_type, f_status = _S_ii.unpack_from(buf, pos)
         pos += 8
         return cls(f_callbackID, f_dom, f_dst, f_type, f_status), pos
@@ -3921,19 +3963,19 @@ class DomainEventCallbackTunableMsg(xdr.XdrStruct):
         out += _S_i.pack(self.callbackID)
         self.dom.pack_into(out)
         xdr.pack_count(out, self.params, 2048, 'remote_domain_event_callback_tunable_msg.params')
-        for item48 in self.params:
-            item48.pack_into(out)
+        for item90 in self.params:
+            item90.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        count49, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_event_callback_tunable_msg.params')
+        count91, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_event_callback_tunable_msg.params')
         f_params: list[TypedParam] = []
-        for _ in range(count49):
-            item50, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item50)
+        for _ in range(count91):
+            item92, pos = TypedParam.unpack_from(buf, pos)
+            f_params.append(item92)
         return cls(f_callbackID, f_dom, f_params), pos
 
 
@@ -3998,7 +4040,8 @@ class DomainEventCallbackDeviceAddedMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_callback_device_added_msg.devAlias')
+        raw93, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_device_added_msg.devAlias')
+        f_devAlias = raw93.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_devAlias), pos
 
 
@@ -4055,19 +4098,19 @@ class DomainEventCallbackJobCompletedMsg(xdr.XdrStruct):
         out += _S_i.pack(self.callbackID)
         self.dom.pack_into(out)
         xdr.pack_count(out, self.params, 64, 'remote_domain_event_callback_job_completed_msg.params')
-        for item51 in self.params:
-            item51.pack_into(out)
+        for item94 in self.params:
+            item94.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        count52, pos = xdr.unpack_count(buf, pos, 64, 'remote_domain_event_callback_job_completed_msg.params')
+        count95, pos = xdr.unpack_count(buf, pos, 64, 'remote_domain_event_callback_job_completed_msg.params')
         f_params: list[TypedParam] = []
-        for _ in range(count52):
-            item53, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item53)
+        for _ in range(count95):
+            item96, pos = TypedParam.unpack_from(buf, pos)
+            f_params.append(item96)
         return cls(f_callbackID, f_dom, f_params), pos
 
 
@@ -4098,7 +4141,8 @@ class DomainEventCallbackDeviceRemovalFailedMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_devAlias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_callback_device_removal_failed_msg.devAlias')
+        raw97, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_device_removal_failed_msg.devAlias')
+        f_devAlias = raw97.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_devAlias), pos
 
 
@@ -4138,9 +4182,10 @@ class DomainEventCallbackMetadataChangeMsg(xdr.XdrStruct):
         (f_type,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_nsuri: str | None = None
-        present54, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_callback_metadata_change_msg.nsuri')
-        if present54:
-            f_nsuri, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_callback_metadata_change_msg.nsuri')
+        present98, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_callback_metadata_change_msg.nsuri')
+        if present98:
+            raw99, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_metadata_change_msg.nsuri')
+            f_nsuri = raw99.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_type, f_nsuri), pos
 
 
@@ -4181,11 +4226,13 @@ class DomainEventBlockThresholdMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_dev, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.dev')
+        raw100, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.dev')
+        f_dev = raw100.decode('utf-8', 'surrogateescape')
         f_path: str | None = None
-        present55, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_block_threshold_msg.path')
-        if present55:
-            f_path, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.path')
+        present101, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_block_threshold_msg.path')
+        if present101:
+            raw102, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.path')
+            f_path = raw102.decode('utf-8', 'surrogateescape')
         f_threshold, f_excess = _S_QQ.unpack_from(buf, pos)
         pos += 16
         return cls(f_callbackID, f_dom, f_dev, f_path, f_threshold, f_excess), pos
@@ -4259,7 +4306,8 @@ class DomainEventMemoryDeviceSizeChangeMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        f_alias, pos = xdr.unpack_string(buf, pos, 4194304, 'remote_domain_event_memory_device_size_change_msg.alias')
+        raw103, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_memory_device_size_change_msg.alias')
+        f_alias = raw103.decode('utf-8', 'surrogateescape')
         (f_size,) = _S_Q.unpack_from(buf, pos)
         pos += 8
         return cls(f_callbackID, f_dom, f_alias, f_size), pos

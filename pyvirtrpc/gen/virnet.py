@@ -105,7 +105,8 @@ class NonnullDomain(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'virnet_nonnull_domain.name')
+        raw1, pos = xdr.unpack_opaque(buf, pos, 4194304, 'virnet_nonnull_domain.name')
+        f_name = raw1.decode('utf-8', 'surrogateescape')
         f_uuid, f_id = _S_16si.unpack_from(buf, pos)
         pos += 20
         return cls(f_name, f_uuid, f_id), pos
@@ -133,7 +134,8 @@ class NonnullNetwork(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        f_name, pos = xdr.unpack_string(buf, pos, 4194304, 'virnet_nonnull_network.name')
+        raw2, pos = xdr.unpack_opaque(buf, pos, 4194304, 'virnet_nonnull_network.name')
+        f_name = raw2.decode('utf-8', 'surrogateescape')
         (f_uuid,) = _S_16s.unpack_from(buf, pos)
         pos += 16
         return cls(f_name, f_uuid), pos
@@ -203,32 +205,36 @@ class MessageError(xdr.XdrStruct):
         f_code, f_domain = _S_ii.unpack_from(buf, pos)
         pos += 8
         f_message: str | None = None
-        present1, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.message')
-        if present1:
-            f_message, pos = xdr.unpack_string(buf, pos, 4194304, 'virnet_message_error.message')
+        present3, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.message')
+        if present3:
+            raw4, pos = xdr.unpack_opaque(buf, pos, 4194304, 'virnet_message_error.message')
+            f_message = raw4.decode('utf-8', 'surrogateescape')
         (f_level,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom: NonnullDomain | None = None
-        present2, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.dom')
-        if present2:
+        present5, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.dom')
+        if present5:
             f_dom, pos = NonnullDomain.unpack_from(buf, pos)
         f_str1: str | None = None
-        present3, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.str1')
-        if present3:
-            f_str1, pos = xdr.unpack_string(buf, pos, 4194304, 'virnet_message_error.str1')
+        present6, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.str1')
+        if present6:
+            raw7, pos = xdr.unpack_opaque(buf, pos, 4194304, 'virnet_message_error.str1')
+            f_str1 = raw7.decode('utf-8', 'surrogateescape')
         f_str2: str | None = None
-        present4, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.str2')
-        if present4:
-            f_str2, pos = xdr.unpack_string(buf, pos, 4194304, 'virnet_message_error.str2')
+        present8, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.str2')
+        if present8:
+            raw9, pos = xdr.unpack_opaque(buf, pos, 4194304, 'virnet_message_error.str2')
+            f_str2 = raw9.decode('utf-8', 'surrogateescape')
         f_str3: str | None = None
-        present5, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.str3')
-        if present5:
-            f_str3, pos = xdr.unpack_string(buf, pos, 4194304, 'virnet_message_error.str3')
+        present10, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.str3')
+        if present10:
+            raw11, pos = xdr.unpack_opaque(buf, pos, 4194304, 'virnet_message_error.str3')
+            f_str3 = raw11.decode('utf-8', 'surrogateescape')
         f_int1, f_int2 = _S_ii.unpack_from(buf, pos)
         pos += 8
         f_net: NonnullNetwork | None = None
-        present6, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.net')
-        if present6:
+        present12, pos = xdr.unpack_flag(buf, pos, 'virnet_message_error.net')
+        if present12:
             f_net, pos = NonnullNetwork.unpack_from(buf, pos)
         return cls(f_code, f_domain, f_message, f_level, f_dom, f_str1, f_str2, f_str3, f_int1, f_int2, f_net), pos
 

@@ -280,8 +280,14 @@ class Emitter:
             return self.unpack_run([(m, var, where)], pad)
         if m.kind in ("struct", "union"):
             return [f"{pad}{var}, pos = {self.py_type(m)}.unpack_from(buf, pos)"]
-        if m.kind in ("string", "opaque"):
-            return [f"{pad}{var}, pos = xdr.unpack_{m.kind}(buf, pos, {m.size}, {where!r})"]
+        if m.kind == "opaque":
+            return [f"{pad}{var}, pos = xdr.unpack_opaque(buf, pos, {m.size}, {where!r})"]
+        if m.kind == "string":
+            raw = self.temp("raw")
+            return [
+                f"{pad}{raw}, pos = xdr.unpack_opaque(buf, pos, {m.size}, {where!r})",
+                f"{pad}{var} = {raw}.decode('utf-8', 'surrogateescape')",
+            ]
         assert m.elem is not None
         if m.kind == "optional":
             present = self.temp("present")
@@ -423,8 +429,8 @@ class Emitter:
             disc_value = "d"
             if disc.kind == "enum":
                 disc_value = f"{self.py_type(disc)}(d)"
-                if len(labels) == 1:
-                    disc_value = self.enum_members.get(labels[0], disc_value)
+                if len(labels) == 1 and labels[0] in self.enum_members:
+                    disc_value = labels[0]  # the module-level alias: faster than Enum.MEMBER
             pack += self.pack_arm(disc_fmt, arm, where)
             unpack += self.unpack_arm(arm, where, disc_value)
             for value in values:
