@@ -50,6 +50,8 @@ def compile_text(text: str, filename: str = "broken.x") -> str:
         ("struct a { string *s; };", "1:12", "a string needs <N> or <>"),
         ("struct a { string s[3]; };", "1:12", "a string needs <N> or <>"),
         ("typedef void;", "1:1", "typedef of void"),
+        ("struct a { b x; };\nstruct b { int y; };", "1:12", "b is used before its definition"),
+        ("struct t {\n  int v;\n  t *next;\n};", "3:3", "t is used before its definition"),
         ("strukt a { };", "1:1", "expected a definition, found 'strukt'"),
         ("enum p { /* @procedures */ P_PROC_A = 1 };", "1:6", "@procedures needs @program"),
         (
@@ -199,6 +201,10 @@ def test_fixed_size_runs_are_packed_by_one_precompiled_struct() -> None:
     assert isinstance(SAMPLE._S_iIqQ, struct.Struct)
     # three[3] flag f d color: one run, the opaque's padding included
     assert "_S_3s1xIfdi.pack(" in text
+    # a struct element of an array is decoded in the loop, without a call per item
+    bag = text[text.index("class Bag(") : text.index("Bag.xdr_type =")]
+    assert "Everything.unpack_from" not in bag and "Empty()" in bag
+    assert ".pack_into(out)" in bag  # encoding calls each item's own method
     threshold = Path(remote.__file__).read_text(encoding="utf-8")
     msg = threshold[threshold.index("class DomainEventBlockThresholdMsg(") :]
     assert "out += _S_QQ.pack(self.threshold, self.excess)" in msg[: msg.index(".xdr_type =")]

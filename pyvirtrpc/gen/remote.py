@@ -812,7 +812,11 @@ class ConnectListAllDomainsRet(xdr.XdrStruct):
         count29, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_all_domains_ret.domains')
         f_domains: list[NonnullDomain] = []
         for _ in range(count29):
-            item30, pos = NonnullDomain.unpack_from(buf, pos)
+            raw31, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_domain.name')
+            item30_name = raw31.decode('utf-8', 'surrogateescape')
+            item30_uuid, item30_id = _S_16si.unpack_from(buf, pos)
+            pos += 20
+            item30 = NonnullDomain(item30_name, item30_uuid, item30_id)
             f_domains.append(item30)
         (f_ret,) = _S_I.unpack_from(buf, pos)
         pos += 4
@@ -885,8 +889,8 @@ class ConnectListDomainsRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count31, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_domains_ret.ids')
-        f_ids, pos = xdr.unpack_values(buf, pos, 'i', 4, count31)
+        count32, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_domains_ret.ids')
+        f_ids, pos = xdr.unpack_values(buf, pos, 'i', 4, count32)
         return cls(f_ids), pos
 
 
@@ -951,17 +955,17 @@ class ConnectListDefinedDomainsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.names, 16384, 'remote_connect_list_defined_domains_ret.names')
-        for item32 in self.names:
-            xdr.pack_string(out, item32, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
+        for item33 in self.names:
+            xdr.pack_string(out, item33, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count33, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_defined_domains_ret.names')
+        count34, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_list_defined_domains_ret.names')
         f_names: list[str] = []
-        for _ in range(count33):
-            raw35, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
-            item34 = raw35.decode('utf-8', 'surrogateescape')
-            f_names.append(item34)
+        for _ in range(count34):
+            raw36, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_connect_list_defined_domains_ret.names[]')
+            item35 = raw36.decode('utf-8', 'surrogateescape')
+            f_names.append(item35)
         return cls(f_names), pos
 
 
@@ -1073,8 +1077,8 @@ class DomainLookupByNameArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw36, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_lookup_by_name_args.name')
-        f_name = raw36.decode('utf-8', 'surrogateescape')
+        raw37, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_lookup_by_name_args.name')
+        f_name = raw37.decode('utf-8', 'surrogateescape')
         return cls(f_name), pos
 
 
@@ -1118,8 +1122,8 @@ class DomainDefineXmlArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw37, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_define_xml_args.xml')
-        f_xml = raw37.decode('utf-8', 'surrogateescape')
+        raw38, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_define_xml_args.xml')
+        f_xml = raw38.decode('utf-8', 'surrogateescape')
         return cls(f_xml), pos
 
 
@@ -1165,8 +1169,8 @@ class DomainDefineXmlFlagsArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw38, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_define_xml_flags_args.xml')
-        f_xml = raw38.decode('utf-8', 'surrogateescape')
+        raw39, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_define_xml_flags_args.xml')
+        f_xml = raw39.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_xml, f_flags), pos
@@ -1335,8 +1339,8 @@ class DomainCreateXmlArgs(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw39, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_create_xml_args.xml_desc')
-        f_xml_desc = raw39.decode('utf-8', 'surrogateescape')
+        raw40, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_create_xml_args.xml_desc')
+        f_xml_desc = raw40.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_xml_desc, f_flags), pos
@@ -1756,8 +1760,8 @@ class DomainGetXmlDescRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw40, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_xml_desc_ret.xml')
-        f_xml = raw40.decode('utf-8', 'surrogateescape')
+        raw41, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_xml_desc_ret.xml')
+        f_xml = raw41.decode('utf-8', 'surrogateescape')
         return cls(f_xml), pos
 
 
@@ -1801,8 +1805,8 @@ class DomainGetOsTypeRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw41, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_os_type_ret.type')
-        f_type = raw41.decode('utf-8', 'surrogateescape')
+        raw42, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_os_type_ret.type')
+        f_type = raw42.decode('utf-8', 'surrogateescape')
         return cls(f_type), pos
 
 
@@ -2039,8 +2043,8 @@ class DomainGetSecurityLabelRet(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count42, pos = xdr.unpack_count(buf, pos, 4097, 'remote_domain_get_security_label_ret.label')
-        f_label, pos = xdr.unpack_values(buf, pos, 'i', 4, count42)
+        count43, pos = xdr.unpack_count(buf, pos, 4097, 'remote_domain_get_security_label_ret.label')
+        f_label, pos = xdr.unpack_values(buf, pos, 'i', 4, count43)
         (f_enforcing,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_label, f_enforcing), pos
@@ -2089,17 +2093,17 @@ class DomainGetMessagesRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.msgs, 2048, 'remote_domain_get_messages_ret.msgs')
-        for item43 in self.msgs:
-            xdr.pack_string(out, item43, 4194304, 'remote_domain_get_messages_ret.msgs[]')
+        for item44 in self.msgs:
+            xdr.pack_string(out, item44, 4194304, 'remote_domain_get_messages_ret.msgs[]')
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count44, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_get_messages_ret.msgs')
+        count45, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_get_messages_ret.msgs')
         f_msgs: list[str] = []
-        for _ in range(count44):
-            raw46, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_messages_ret.msgs[]')
-            item45 = raw46.decode('utf-8', 'surrogateescape')
-            f_msgs.append(item45)
+        for _ in range(count45):
+            raw47, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_messages_ret.msgs[]')
+            item46 = raw47.decode('utf-8', 'surrogateescape')
+            f_msgs.append(item46)
         return cls(f_msgs), pos
 
 
@@ -2126,8 +2130,8 @@ class DomainGetBlockInfoArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw47, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_block_info_args.path')
-        f_path = raw47.decode('utf-8', 'surrogateescape')
+        raw48, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_get_block_info_args.path')
+        f_path = raw48.decode('utf-8', 'surrogateescape')
         (f_flags,) = _S_I.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_path, f_flags), pos
@@ -2183,8 +2187,8 @@ class DomainBlockStatsArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw48, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_block_stats_args.path')
-        f_path = raw48.decode('utf-8', 'surrogateescape')
+        raw49, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_block_stats_args.path')
+        f_path = raw49.decode('utf-8', 'surrogateescape')
         return cls(f_dom, f_path), pos
 
 
@@ -2244,8 +2248,8 @@ class DomainBlockStatsFlagsArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw49, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_block_stats_flags_args.path')
-        f_path = raw49.decode('utf-8', 'surrogateescape')
+        raw50, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_block_stats_flags_args.path')
+        f_path = raw50.decode('utf-8', 'surrogateescape')
         f_nparams, f_flags = _S_iI.unpack_from(buf, pos)
         pos += 8
         return cls(f_dom, f_path, f_nparams, f_flags), pos
@@ -2270,17 +2274,20 @@ class DomainBlockStatsFlagsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.params, 16, 'remote_domain_block_stats_flags_ret.params')
-        for item50 in self.params:
-            item50.pack_into(out)
+        for item51 in self.params:
+            item51.pack_into(out)
         out += _S_i.pack(self.nparams)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count51, pos = xdr.unpack_count(buf, pos, 16, 'remote_domain_block_stats_flags_ret.params')
+        count52, pos = xdr.unpack_count(buf, pos, 16, 'remote_domain_block_stats_flags_ret.params')
         f_params: list[TypedParam] = []
-        for _ in range(count51):
-            item52, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item52)
+        for _ in range(count52):
+            raw54, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+            item53_field = raw54.decode('utf-8', 'surrogateescape')
+            item53_value, pos = TypedParamValue.unpack_from(buf, pos)
+            item53 = TypedParam(item53_field, item53_value)
+            f_params.append(item53)
         (f_nparams,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_params, f_nparams), pos
@@ -2311,8 +2318,8 @@ class DomainSetBlockThresholdArgs(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw53, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_set_block_threshold_args.dev')
-        f_dev = raw53.decode('utf-8', 'surrogateescape')
+        raw55, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_set_block_threshold_args.dev')
+        f_dev = raw55.decode('utf-8', 'surrogateescape')
         f_threshold, f_flags = _S_QI.unpack_from(buf, pos)
         pos += 12
         return cls(f_dom, f_dev, f_threshold, f_flags), pos
@@ -2338,17 +2345,21 @@ class ConnectGetAllDomainStatsArgs(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.doms, 16384, 'remote_connect_get_all_domain_stats_args.doms')
-        for item54 in self.doms:
-            item54.pack_into(out)
+        for item56 in self.doms:
+            item56.pack_into(out)
         out += _S_II.pack(self.stats, self.flags)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count55, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_args.doms')
+        count57, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_args.doms')
         f_doms: list[NonnullDomain] = []
-        for _ in range(count55):
-            item56, pos = NonnullDomain.unpack_from(buf, pos)
-            f_doms.append(item56)
+        for _ in range(count57):
+            raw59, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_domain.name')
+            item58_name = raw59.decode('utf-8', 'surrogateescape')
+            item58_uuid, item58_id = _S_16si.unpack_from(buf, pos)
+            pos += 20
+            item58 = NonnullDomain(item58_name, item58_uuid, item58_id)
+            f_doms.append(item58)
         f_stats, f_flags = _S_II.unpack_from(buf, pos)
         pos += 8
         return cls(f_doms, f_stats, f_flags), pos
@@ -2373,17 +2384,20 @@ class DomainStatsRecord(xdr.XdrStruct):
     def pack_into(self, out: bytearray) -> None:
         self.dom.pack_into(out)
         xdr.pack_count(out, self.params, 262144, 'remote_domain_stats_record.params')
-        for item57 in self.params:
-            item57.pack_into(out)
+        for item60 in self.params:
+            item60.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        count58, pos = xdr.unpack_count(buf, pos, 262144, 'remote_domain_stats_record.params')
+        count61, pos = xdr.unpack_count(buf, pos, 262144, 'remote_domain_stats_record.params')
         f_params: list[TypedParam] = []
-        for _ in range(count58):
-            item59, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item59)
+        for _ in range(count61):
+            raw63, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+            item62_field = raw63.decode('utf-8', 'surrogateescape')
+            item62_value, pos = TypedParamValue.unpack_from(buf, pos)
+            item62 = TypedParam(item62_field, item62_value)
+            f_params.append(item62)
         return cls(f_dom, f_params), pos
 
 
@@ -2403,16 +2417,25 @@ class ConnectGetAllDomainStatsRet(xdr.XdrStruct):
 
     def pack_into(self, out: bytearray) -> None:
         xdr.pack_count(out, self.retStats, 16384, 'remote_connect_get_all_domain_stats_ret.retStats')
-        for item60 in self.retStats:
-            item60.pack_into(out)
+        for item64 in self.retStats:
+            item64.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        count61, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_ret.retStats')
+        count65, pos = xdr.unpack_count(buf, pos, 16384, 'remote_connect_get_all_domain_stats_ret.retStats')
         f_retStats: list[DomainStatsRecord] = []
-        for _ in range(count61):
-            item62, pos = DomainStatsRecord.unpack_from(buf, pos)
-            f_retStats.append(item62)
+        for _ in range(count65):
+            item66_dom, pos = NonnullDomain.unpack_from(buf, pos)
+            count67, pos = xdr.unpack_count(buf, pos, 262144, 'remote_domain_stats_record.params')
+            item66_params: list[TypedParam] = []
+            for _ in range(count67):
+                raw69, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+                item68_field = raw69.decode('utf-8', 'surrogateescape')
+                item68_value, pos = TypedParamValue.unpack_from(buf, pos)
+                item68 = TypedParam(item68_field, item68_value)
+                item66_params.append(item68)
+            item66 = DomainStatsRecord(item66_dom, item66_params)
+            f_retStats.append(item66)
         return cls(f_retStats), pos
 
 
@@ -2535,8 +2558,8 @@ class ConnectDomainEventCallbackRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom: NonnullDomain | None = None
-        present63, pos = xdr.unpack_flag(buf, pos, 'remote_connect_domain_event_callback_register_any_args.dom')
-        if present63:
+        present70, pos = xdr.unpack_flag(buf, pos, 'remote_connect_domain_event_callback_register_any_args.dom')
+        if present70:
             f_dom, pos = NonnullDomain.unpack_from(buf, pos)
         return cls(f_eventID, f_dom), pos
 
@@ -2615,8 +2638,8 @@ class ConnectNetworkEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_net: NonnullNetwork | None = None
-        present64, pos = xdr.unpack_flag(buf, pos, 'remote_connect_network_event_register_any_args.net')
-        if present64:
+        present71, pos = xdr.unpack_flag(buf, pos, 'remote_connect_network_event_register_any_args.net')
+        if present71:
             f_net, pos = NonnullNetwork.unpack_from(buf, pos)
         return cls(f_eventID, f_net), pos
 
@@ -2695,8 +2718,8 @@ class ConnectStoragePoolEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_pool: NonnullStoragePool | None = None
-        present65, pos = xdr.unpack_flag(buf, pos, 'remote_connect_storage_pool_event_register_any_args.pool')
-        if present65:
+        present72, pos = xdr.unpack_flag(buf, pos, 'remote_connect_storage_pool_event_register_any_args.pool')
+        if present72:
             f_pool, pos = NonnullStoragePool.unpack_from(buf, pos)
         return cls(f_eventID, f_pool), pos
 
@@ -2775,8 +2798,8 @@ class ConnectNodeDeviceEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dev: NonnullNodeDevice | None = None
-        present66, pos = xdr.unpack_flag(buf, pos, 'remote_connect_node_device_event_register_any_args.dev')
-        if present66:
+        present73, pos = xdr.unpack_flag(buf, pos, 'remote_connect_node_device_event_register_any_args.dev')
+        if present73:
             f_dev, pos = NonnullNodeDevice.unpack_from(buf, pos)
         return cls(f_eventID, f_dev), pos
 
@@ -2855,8 +2878,8 @@ class ConnectSecretEventRegisterAnyArgs(xdr.XdrStruct):
         (f_eventID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_secret: NonnullSecret | None = None
-        present67, pos = xdr.unpack_flag(buf, pos, 'remote_connect_secret_event_register_any_args.secret')
-        if present67:
+        present74, pos = xdr.unpack_flag(buf, pos, 'remote_connect_secret_event_register_any_args.secret')
+        if present74:
             f_secret, pos = NonnullSecret.unpack_from(buf, pos)
         return cls(f_eventID, f_secret), pos
 
@@ -3146,10 +3169,10 @@ class DomainEventIoErrorMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw68, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_msg.srcPath')
-        f_srcPath = raw68.decode('utf-8', 'surrogateescape')
-        raw69, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_msg.devAlias')
-        f_devAlias = raw69.decode('utf-8', 'surrogateescape')
+        raw75, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_msg.srcPath')
+        f_srcPath = raw75.decode('utf-8', 'surrogateescape')
+        raw76, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_msg.devAlias')
+        f_devAlias = raw76.decode('utf-8', 'surrogateescape')
         (f_action,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_srcPath, f_devAlias, f_action), pos
@@ -3212,14 +3235,14 @@ class DomainEventIoErrorReasonMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw70, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.srcPath')
-        f_srcPath = raw70.decode('utf-8', 'surrogateescape')
-        raw71, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.devAlias')
-        f_devAlias = raw71.decode('utf-8', 'surrogateescape')
+        raw77, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.srcPath')
+        f_srcPath = raw77.decode('utf-8', 'surrogateescape')
+        raw78, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.devAlias')
+        f_devAlias = raw78.decode('utf-8', 'surrogateescape')
         (f_action,) = _S_i.unpack_from(buf, pos)
         pos += 4
-        raw72, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.reason')
-        f_reason = raw72.decode('utf-8', 'surrogateescape')
+        raw79, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_io_error_reason_msg.reason')
+        f_reason = raw79.decode('utf-8', 'surrogateescape')
         return cls(f_dom, f_srcPath, f_devAlias, f_action, f_reason), pos
 
 
@@ -3278,10 +3301,10 @@ class DomainEventGraphicsAddress(xdr.XdrStruct):
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         (f_family,) = _S_i.unpack_from(buf, pos)
         pos += 4
-        raw73, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_address.node')
-        f_node = raw73.decode('utf-8', 'surrogateescape')
-        raw74, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_address.service')
-        f_service = raw74.decode('utf-8', 'surrogateescape')
+        raw80, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_address.node')
+        f_node = raw80.decode('utf-8', 'surrogateescape')
+        raw81, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_address.service')
+        f_service = raw81.decode('utf-8', 'surrogateescape')
         return cls(f_family, f_node, f_service), pos
 
 
@@ -3307,10 +3330,10 @@ class DomainEventGraphicsIdentity(xdr.XdrStruct):
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
-        raw75, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.type')
-        f_type = raw75.decode('utf-8', 'surrogateescape')
-        raw76, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.name')
-        f_name = raw76.decode('utf-8', 'surrogateescape')
+        raw82, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.type')
+        f_type = raw82.decode('utf-8', 'surrogateescape')
+        raw83, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.name')
+        f_name = raw83.decode('utf-8', 'surrogateescape')
         return cls(f_type, f_name), pos
 
 
@@ -3340,8 +3363,8 @@ class DomainEventGraphicsMsg(xdr.XdrStruct):
         self.remote.pack_into(out)
         xdr.pack_string(out, self.authScheme, 4194304, 'remote_domain_event_graphics_msg.authScheme')
         xdr.pack_count(out, self.subject, 20, 'remote_domain_event_graphics_msg.subject')
-        for item77 in self.subject:
-            item77.pack_into(out)
+        for item84 in self.subject:
+            item84.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
@@ -3350,13 +3373,17 @@ class DomainEventGraphicsMsg(xdr.XdrStruct):
         pos += 4
         f_local, pos = DomainEventGraphicsAddress.unpack_from(buf, pos)
         f_remote, pos = DomainEventGraphicsAddress.unpack_from(buf, pos)
-        raw78, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_msg.authScheme')
-        f_authScheme = raw78.decode('utf-8', 'surrogateescape')
-        count79, pos = xdr.unpack_count(buf, pos, 20, 'remote_domain_event_graphics_msg.subject')
+        raw85, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_msg.authScheme')
+        f_authScheme = raw85.decode('utf-8', 'surrogateescape')
+        count86, pos = xdr.unpack_count(buf, pos, 20, 'remote_domain_event_graphics_msg.subject')
         f_subject: list[DomainEventGraphicsIdentity] = []
-        for _ in range(count79):
-            item80, pos = DomainEventGraphicsIdentity.unpack_from(buf, pos)
-            f_subject.append(item80)
+        for _ in range(count86):
+            raw88, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.type')
+            item87_type = raw88.decode('utf-8', 'surrogateescape')
+            raw89, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_graphics_identity.name')
+            item87_name = raw89.decode('utf-8', 'surrogateescape')
+            item87 = DomainEventGraphicsIdentity(item87_type, item87_name)
+            f_subject.append(item87)
         return cls(f_dom, f_phase, f_local, f_remote, f_authScheme, f_subject), pos
 
 
@@ -3465,8 +3492,8 @@ class DomainEventBlockJobMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw81, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_job_msg.path')
-        f_path = raw81.decode('utf-8', 'surrogateescape')
+        raw90, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_job_msg.path')
+        f_path = raw90.decode('utf-8', 'surrogateescape')
         f_type, f_status = _S_ii.unpack_from(buf, pos)
         pos += 8
         return cls(f_dom, f_path, f_type, f_status), pos
@@ -3538,17 +3565,17 @@ class DomainEventDiskChangeMsg(xdr.XdrStruct):
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
         f_oldSrcPath: str | None = None
-        present82, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.oldSrcPath')
-        if present82:
-            raw83, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.oldSrcPath')
-            f_oldSrcPath = raw83.decode('utf-8', 'surrogateescape')
+        present91, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.oldSrcPath')
+        if present91:
+            raw92, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.oldSrcPath')
+            f_oldSrcPath = raw92.decode('utf-8', 'surrogateescape')
         f_newSrcPath: str | None = None
-        present84, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.newSrcPath')
-        if present84:
-            raw85, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.newSrcPath')
-            f_newSrcPath = raw85.decode('utf-8', 'surrogateescape')
-        raw86, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.devAlias')
-        f_devAlias = raw86.decode('utf-8', 'surrogateescape')
+        present93, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_disk_change_msg.newSrcPath')
+        if present93:
+            raw94, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.newSrcPath')
+            f_newSrcPath = raw94.decode('utf-8', 'surrogateescape')
+        raw95, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_disk_change_msg.devAlias')
+        f_devAlias = raw95.decode('utf-8', 'surrogateescape')
         (f_reason,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_oldSrcPath, f_newSrcPath, f_devAlias, f_reason), pos
@@ -3608,8 +3635,8 @@ class DomainEventTrayChangeMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw87, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_tray_change_msg.devAlias')
-        f_devAlias = raw87.decode('utf-8', 'surrogateescape')
+        raw96, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_tray_change_msg.devAlias')
+        f_devAlias = raw96.decode('utf-8', 'surrogateescape')
         (f_reason,) = _S_i.unpack_from(buf, pos)
         pos += 4
         return cls(f_dom, f_devAlias, f_reason), pos
@@ -3872,8 +3899,8 @@ class DomainEventDeviceRemovedMsg(xdr.XdrStruct):
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw88, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_device_removed_msg.devAlias')
-        f_devAlias = raw88.decode('utf-8', 'surrogateescape')
+        raw97, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_device_removed_msg.devAlias')
+        f_devAlias = raw97.decode('utf-8', 'surrogateescape')
         return cls(f_dom, f_devAlias), pos
 
 
@@ -3933,8 +3960,8 @@ class DomainEventBlockJob2Msg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw89, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_job_2_msg.dst')
-        f_dst = raw89.decode('utf-8', 'surrogateescape')
+        raw98, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_job_2_msg.dst')
+        f_dst = raw98.decode('utf-8', 'surrogateescape')
         f_type, f_status = _S_ii.unpack_from(buf, pos)
         pos += 8
         return cls(f_callbackID, f_dom, f_dst, f_type, f_status), pos
@@ -3963,19 +3990,22 @@ class DomainEventCallbackTunableMsg(xdr.XdrStruct):
         out += _S_i.pack(self.callbackID)
         self.dom.pack_into(out)
         xdr.pack_count(out, self.params, 2048, 'remote_domain_event_callback_tunable_msg.params')
-        for item90 in self.params:
-            item90.pack_into(out)
+        for item99 in self.params:
+            item99.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        count91, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_event_callback_tunable_msg.params')
+        count100, pos = xdr.unpack_count(buf, pos, 2048, 'remote_domain_event_callback_tunable_msg.params')
         f_params: list[TypedParam] = []
-        for _ in range(count91):
-            item92, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item92)
+        for _ in range(count100):
+            raw102, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+            item101_field = raw102.decode('utf-8', 'surrogateescape')
+            item101_value, pos = TypedParamValue.unpack_from(buf, pos)
+            item101 = TypedParam(item101_field, item101_value)
+            f_params.append(item101)
         return cls(f_callbackID, f_dom, f_params), pos
 
 
@@ -4040,8 +4070,8 @@ class DomainEventCallbackDeviceAddedMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw93, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_device_added_msg.devAlias')
-        f_devAlias = raw93.decode('utf-8', 'surrogateescape')
+        raw103, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_device_added_msg.devAlias')
+        f_devAlias = raw103.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_devAlias), pos
 
 
@@ -4098,19 +4128,22 @@ class DomainEventCallbackJobCompletedMsg(xdr.XdrStruct):
         out += _S_i.pack(self.callbackID)
         self.dom.pack_into(out)
         xdr.pack_count(out, self.params, 64, 'remote_domain_event_callback_job_completed_msg.params')
-        for item94 in self.params:
-            item94.pack_into(out)
+        for item104 in self.params:
+            item104.pack_into(out)
 
     @classmethod
     def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        count95, pos = xdr.unpack_count(buf, pos, 64, 'remote_domain_event_callback_job_completed_msg.params')
+        count105, pos = xdr.unpack_count(buf, pos, 64, 'remote_domain_event_callback_job_completed_msg.params')
         f_params: list[TypedParam] = []
-        for _ in range(count95):
-            item96, pos = TypedParam.unpack_from(buf, pos)
-            f_params.append(item96)
+        for _ in range(count105):
+            raw107, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+            item106_field = raw107.decode('utf-8', 'surrogateescape')
+            item106_value, pos = TypedParamValue.unpack_from(buf, pos)
+            item106 = TypedParam(item106_field, item106_value)
+            f_params.append(item106)
         return cls(f_callbackID, f_dom, f_params), pos
 
 
@@ -4141,8 +4174,8 @@ class DomainEventCallbackDeviceRemovalFailedMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw97, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_device_removal_failed_msg.devAlias')
-        f_devAlias = raw97.decode('utf-8', 'surrogateescape')
+        raw108, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_device_removal_failed_msg.devAlias')
+        f_devAlias = raw108.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_devAlias), pos
 
 
@@ -4182,10 +4215,10 @@ class DomainEventCallbackMetadataChangeMsg(xdr.XdrStruct):
         (f_type,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_nsuri: str | None = None
-        present98, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_callback_metadata_change_msg.nsuri')
-        if present98:
-            raw99, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_metadata_change_msg.nsuri')
-            f_nsuri = raw99.decode('utf-8', 'surrogateescape')
+        present109, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_callback_metadata_change_msg.nsuri')
+        if present109:
+            raw110, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_callback_metadata_change_msg.nsuri')
+            f_nsuri = raw110.decode('utf-8', 'surrogateescape')
         return cls(f_callbackID, f_dom, f_type, f_nsuri), pos
 
 
@@ -4226,13 +4259,13 @@ class DomainEventBlockThresholdMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw100, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.dev')
-        f_dev = raw100.decode('utf-8', 'surrogateescape')
+        raw111, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.dev')
+        f_dev = raw111.decode('utf-8', 'surrogateescape')
         f_path: str | None = None
-        present101, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_block_threshold_msg.path')
-        if present101:
-            raw102, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.path')
-            f_path = raw102.decode('utf-8', 'surrogateescape')
+        present112, pos = xdr.unpack_flag(buf, pos, 'remote_domain_event_block_threshold_msg.path')
+        if present112:
+            raw113, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_block_threshold_msg.path')
+            f_path = raw113.decode('utf-8', 'surrogateescape')
         f_threshold, f_excess = _S_QQ.unpack_from(buf, pos)
         pos += 16
         return cls(f_callbackID, f_dom, f_dev, f_path, f_threshold, f_excess), pos
@@ -4306,8 +4339,8 @@ class DomainEventMemoryDeviceSizeChangeMsg(xdr.XdrStruct):
         (f_callbackID,) = _S_i.unpack_from(buf, pos)
         pos += 4
         f_dom, pos = NonnullDomain.unpack_from(buf, pos)
-        raw103, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_memory_device_size_change_msg.alias')
-        f_alias = raw103.decode('utf-8', 'surrogateescape')
+        raw114, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_event_memory_device_size_change_msg.alias')
+        f_alias = raw114.decode('utf-8', 'surrogateescape')
         (f_size,) = _S_Q.unpack_from(buf, pos)
         pos += 8
         return cls(f_callbackID, f_dom, f_alias, f_size), pos

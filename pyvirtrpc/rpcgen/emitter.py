@@ -44,6 +44,9 @@ class Model:
         return self.kind in PRIMITIVES or self.kind in ("enum", "fopaque")
 
 
+Field = tuple[str, Model, str]  # Python name, type, name in error messages
+
+
 def camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
@@ -76,6 +79,7 @@ class Emitter:
         self.enum_members: dict[str, str] = {}  # constant name -> Class.MEMBER
         self.formats: dict[str, str] = {}  # struct format -> constant name
         self.counter = 0
+        self.defined: set[str] = set()  # the types emitted so far, which later ones may use
         for definition in spec.definitions:
             self.declare(definition)
 
@@ -130,6 +134,9 @@ class Emitter:
         if decl.type in PRIMITIVES:
             base = Model(decl.type)
         elif decl.type in self.types:
+            if decl.type not in self.defined:
+                message = f"{decl.type} is used before its definition (so is a recursive type)"
+                raise self.fail(decl.token, message)
             definition = self.types[decl.type]
             if isinstance(definition, ast.Typedef):
                 base = self.resolve(definition.decl)
@@ -307,11 +314,19 @@ class Emitter:
             call = f"xdr.unpack_values(buf, pos, {code!r}, {size}, {count})"
             return [*lines, f"{pad}{var}, pos = {call}"]
         item = self.temp("item")
+        inline = self.inlinable(m.elem)
+        if inline is not None:  # the element's own unpack_from, written out in the loop
+            fields = self.struct_fields(inline)
+            body = self.unpack_fields(fields, f"{item}_", pad + "    ")
+            args = ", ".join(f"{item}_{fname}" for fname, _, _ in fields)
+            body.append(f"{pad}    {item} = {self.py_type(m.elem)}({args})")
+        else:
+            body = self.unpack(m.elem, item, where + "[]", pad + "    ")
         return [
             *lines,
             f"{pad}{var}: {self.py_type(m)} = []",
             f"{pad}for _ in range({count}):",
-            *self.unpack(m.elem, item, where + "[]", pad + "    "),
+            *body,
             f"{pad}    {var}.append({item})",
         ]
 
@@ -326,41 +341,60 @@ class Emitter:
         lines += [f"{m.name} = {self.enum_members[m.name]}" for m in d.members]
         return lines
 
-    def emit_struct(self, d: ast.Struct) -> list[str]:
-        name = self.class_name(d.name)
-        fields = [(py_field(f.name), self.resolve(f), f"{d.name}.{f.name}") for f in d.fields]
-        lines = ["", "", "@dataclass(slots=True)", f"class {name}(xdr.XdrStruct):"]
-        lines += [f"    {fname}: {self.py_type(m)}" for fname, m, _ in fields] or ["    pass"]
-        lines += ["", "    def pack_into(self, out: bytearray) -> None:"]
-        body: list[str] = []
+    def struct_fields(self, d: ast.Struct) -> list[Field]:
+        """(Python name, type, name in error messages) of each field."""
+        return [(py_field(f.name), self.resolve(f), f"{d.name}.{f.name}") for f in d.fields]
+
+    def inlinable(self, m: Model) -> ast.Struct | None:
+        """The struct whose decoding is written out in an array loop (a call less per item)."""
+        definition = self.types.get(m.ref or "") if m.kind == "struct" else None
+        return definition if isinstance(definition, ast.Struct) else None
+
+    def pack_fields(self, fields: list[Field], pad: str) -> list[str]:
+        """Pack the fields of ``self`` in order, each run of fixed-size ones with one call."""
+        lines: list[str] = []
         run: list[tuple[Model, str, str]] = []
         for fname, m, where in fields:
             if m.fixed:
                 run.append((m, f"self.{fname}", where))
                 continue
             if run:
-                body += self.pack_run(run, "        ")
+                lines += self.pack_run(run, pad)
                 run = []
-            body += self.pack(m, f"self.{fname}", where, "        ")
+            lines += self.pack(m, f"self.{fname}", where, pad)
         if run:
-            body += self.pack_run(run, "        ")
-        lines += body or ["        pass"]
+            lines += self.pack_run(run, pad)
+        return lines
+
+    def unpack_fields(self, fields: list[Field], prefix: str, pad: str) -> list[str]:
+        """Unpack fields in order into variables ``prefix + name``."""
+        lines: list[str] = []
+        run: list[tuple[Model, str, str]] = []
+        for fname, m, where in fields:
+            if m.fixed:
+                run.append((m, f"{prefix}{fname}", where))
+                continue
+            if run:
+                lines += self.unpack_run(run, pad)
+                run = []
+            lines += self.unpack(m, f"{prefix}{fname}", where, pad)
+        if run:
+            lines += self.unpack_run(run, pad)
+        return lines
+
+    def emit_struct(self, d: ast.Struct) -> list[str]:
+        name = self.class_name(d.name)
+        fields = self.struct_fields(d)
+        lines = ["", "", "@dataclass(slots=True)", f"class {name}(xdr.XdrStruct):"]
+        lines += [f"    {fname}: {self.py_type(m)}" for fname, m, _ in fields] or ["    pass"]
+        lines += ["", "    def pack_into(self, out: bytearray) -> None:"]
+        lines += self.pack_fields(fields, "        ") or ["        pass"]
         lines += [
             "",
             "    @classmethod",
             "    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:",
         ]
-        run = []
-        for fname, m, where in fields:
-            if m.fixed:
-                run.append((m, f"f_{fname}", where))
-                continue
-            if run:
-                lines += self.unpack_run(run, "        ")
-                run = []
-            lines += self.unpack(m, f"f_{fname}", where, "        ")
-        if run:
-            lines += self.unpack_run(run, "        ")
+        lines += self.unpack_fields(fields, "f_", "        ")
         args = ", ".join(f"f_{fname}" for fname, _, _ in fields)
         lines.append(f"        return cls({args}), pos")
         descriptors = "".join(
@@ -560,6 +594,8 @@ class Emitter:
                 body += self.emit_union(d)
             else:
                 self.resolve(d.decl)  # typedefs are expanded where used; check them here
+            if not isinstance(d, ast.Const):
+                self.defined.add(d.decl.name if isinstance(d, ast.Typedef) else d.name)
         for d in procedure_enums:
             body += self.emit_procedures(d)
         kinds = {type(d) for d in self.spec.definitions}
