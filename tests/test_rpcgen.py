@@ -27,6 +27,8 @@ def compile_text(text: str, filename: str = "broken.x") -> str:
 
 # ------------------------------------------------------------------------ errors
 
+PROCEDURES = "const P = 1;\nenum p {{ /* @procedures @program=P @version=P */\n  {}\n}};"
+
 
 @pytest.mark.parametrize(
     ("text", "where", "message"),
@@ -54,23 +56,9 @@ def compile_text(text: str, filename: str = "broken.x") -> str:
         ("struct t {\n  int v;\n  t *next;\n};", "3:3", "t is used before its definition"),
         ("strukt a { };", "1:1", "expected a definition, found 'strukt'"),
         ("enum p { /* @procedures */ P_PROC_A = 1 };", "1:6", "@procedures needs @program"),
-        (
-            "const P = 1;\nenum p { /* @procedures @program=P @version=P */\n  X_A = 1\n};",
-            "3:3",
-            "procedure names must contain PROC_",
-        ),
-        (
-            "const P = 1;\nenum p { /* @procedures @program=P @version=P */\n"
-            "  X_PROC_A = 1 /* @event */\n};",
-            "3:3",
-            "event without a a_msg type",
-        ),
-        (
-            "const P = 1;\nenum p { /* @procedures @program=P @version=P */\n"
-            "  X_PROC_A = 1 /* @args=nope */\n};",
-            "3:3",
-            "unknown type 'nope'",
-        ),
+        (PROCEDURES.format("X_A = 1"), "3:3", "procedure names must contain PROC_"),
+        (PROCEDURES.format("X_PROC_A = 1 /* @event */"), "3:3", "event without a a_msg type"),
+        (PROCEDURES.format("X_PROC_A = 1 /* @args=nope */"), "3:3", "unknown type 'nope'"),
     ],
 )
 def test_errors_name_file_line_and_column(text: str, where: str, message: str) -> None:

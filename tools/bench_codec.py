@@ -43,15 +43,14 @@ from pyvirtrpc.xdr import XdrStruct
 UUID = bytes.fromhex("7a1f0c5e3b2d4e8f9a6b0c1d2e3f4a5b")
 
 
-def block_threshold_event() -> tuple[MessageHeader, XdrStruct]:
-    header = MessageHeader(
-        remote.REMOTE_PROGRAM,
-        remote.REMOTE_PROTOCOL_VERSION,
-        remote.Procedure.DOMAIN_EVENT_BLOCK_THRESHOLD,
-        MessageType.MESSAGE,
-        1,
-        MessageStatus.OK,
+def remote_header(proc: int, type_: MessageType, serial: int) -> MessageHeader:
+    return MessageHeader(
+        remote.REMOTE_PROGRAM, remote.REMOTE_PROTOCOL_VERSION, proc, type_, serial, MessageStatus.OK
     )
+
+
+def block_threshold_event() -> tuple[MessageHeader, XdrStruct]:
+    header = remote_header(remote.Procedure.DOMAIN_EVENT_BLOCK_THRESHOLD, MessageType.MESSAGE, 1)
     msg = remote.DomainEventBlockThresholdMsg(
         3,
         remote.NonnullDomain("thin1", UUID, 1),
@@ -79,14 +78,7 @@ def typed_param(i: int) -> TypedParam:
 
 
 def domain_stats_reply() -> tuple[MessageHeader, XdrStruct]:
-    header = MessageHeader(
-        remote.REMOTE_PROGRAM,
-        remote.REMOTE_PROTOCOL_VERSION,
-        remote.Procedure.CONNECT_GET_ALL_DOMAIN_STATS,
-        MessageType.REPLY,
-        7,
-        MessageStatus.OK,
-    )
+    header = remote_header(remote.Procedure.CONNECT_GET_ALL_DOMAIN_STATS, MessageType.REPLY, 7)
     records = [
         remote.DomainStatsRecord(
             remote.NonnullDomain(f"domain-{d}", UUID[:-1] + bytes([d]), d + 1),
