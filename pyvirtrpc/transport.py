@@ -104,8 +104,16 @@ async def open_tls(target: ParsedURI, context: ssl.SSLContext) -> trio.SSLStream
     tcp = await trio.open_tcp_stream(target.hostname, target.port)
     stream = trio.SSLStream(tcp, context, server_hostname=target.hostname)
     try:
-        await stream.do_handshake()
-        verdict = await stream.receive_some(1)
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            raise TransportError(
+                f"TLS handshake with {target.hostname}:{target.port} failed: {exc.__cause__}"
+            ) from exc.__cause__
+        try:
+            verdict = await stream.receive_some(1)
+        except trio.BrokenResourceError:
+            verdict = b""  # the server hung up instead of answering: it refused us
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise

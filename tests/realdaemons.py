@@ -202,9 +202,14 @@ class LibvirtdTestDriver:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path | None = None, *, extra_config: str = "", listen: bool = False
+    ) -> None:
+        """``extra_config``: more libvirtd.conf lines; ``listen``: pass ``--listen`` (TCP/TLS)."""
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="pyvirtrpc-lvtest-"))
+        self.extra_config = extra_config
+        self.listen = listen
         self.drivers_dir = self.dir / "drivers"
         self.config_path = self.dir / "libvirtd.conf"
         self.log_path = self.dir / "libvirtd.log"
@@ -236,7 +241,7 @@ class LibvirtdTestDriver:
             'auth_unix_rw = "none"\n'
             'auth_unix_ro = "none"\n'
             'unix_sock_rw_perms = "0770"\n'
-            f'log_outputs = "3:file:{self.log_path}"\n'
+            f'log_outputs = "3:file:{self.log_path}"\n' + self.extra_config
         )
 
     def start(self) -> LibvirtdTestDriver:
@@ -250,7 +255,8 @@ class LibvirtdTestDriver:
         started = time.monotonic()
         with self.stderr_path.open("ab") as err:
             self._proc = subprocess.Popen(
-                [libvirtd, "-f", str(self.config_path), "--pid-file", str(self.pid_file)],
+                [libvirtd, "-f", str(self.config_path), "--pid-file", str(self.pid_file),
+                 *(["--listen"] if self.listen else [])],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,

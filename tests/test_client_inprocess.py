@@ -8,14 +8,14 @@ tcp sockets) and trio's in-memory streams (the writer-task path of TLS and ssh).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from fakedaemon import DOM, OTHER, FakeDaemon
 
 from pyvirtrpc import (
     CloseReason,
@@ -31,109 +31,13 @@ from pyvirtrpc import (
 from pyvirtrpc.client import Connection, Domain, open_connection_stream
 from pyvirtrpc.errors import ErrorDomain, ErrorNumber
 from pyvirtrpc.events import ConnectionClosedEvent, LifecycleEvent, encode_event
+from pyvirtrpc.gen import qemu
 from pyvirtrpc.gen import remote as wire
-from pyvirtrpc.gen.keepalive import KEEPALIVE_PROGRAM
 from pyvirtrpc.gen.remote import REMOTE_PROGRAM
 from pyvirtrpc.gen.remote import Procedure as P
-from pyvirtrpc.gen.virnet import MessageStatus, MessageType
-from pyvirtrpc.sansio.framing import FrameDecoder, Packet, encode_packet
-from pyvirtrpc.sansio.keepalive import PING_PACKET, is_ping, is_pong
+from pyvirtrpc.sansio.framing import Packet, encode_packet
+from pyvirtrpc.sansio.keepalive import PING_PACKET
 from pyvirtrpc.uri import parse_uri
-
-DOM = wire.NonnullDomain("test", uuid.UUID("6695eb01-f6a4-8304-79aa-97f2502e193f").bytes, 1)
-OTHER = wire.NonnullDomain("other", uuid.uuid4().bytes, 2)
-
-Handler = Callable[[Packet], Awaitable[None]]
-
-
-class FakeDaemon:
-    """Answers the handshake and a few calls; tests override ``handlers[proc]``."""
-
-    def __init__(self, stream: trio.abc.Stream, *, auth: list[int] | None = None,
-                 features: dict[int, int] | None = None, answer_pings: bool = True) -> None:
-        self.stream = stream
-        self.auth = [wire.AuthType.NONE] if auth is None else auth
-        self.features = {10: 1, 14: 1, 15: 1} if features is None else features
-        self.answer_pings = answer_pings
-        self.calls: list[Packet] = []
-        self.pongs = 0
-        self.next_callback_id = 0
-        self.handlers: dict[int, Handler] = {}
-        self._send_lock = trio.Lock()
-
-    def procs(self) -> list[int]:
-        return [p.proc for p in self.calls if p.prog == REMOTE_PROGRAM]
-
-    def args(self, proc: int) -> list[Any]:
-        cls = wire.PROCEDURES[P(proc)].args
-        assert cls is not None
-        return [cls.decode(p.payload) for p in self.calls if p.proc == proc]
-
-    async def send(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self.stream.send_all(data)
-
-    async def reply(self, call: Packet, ret: wire.xdr.XdrStruct | bytes | None = None) -> None:
-        payload = ret.encode() if isinstance(ret, wire.xdr.XdrStruct) else (ret or b"")
-        await self.send(encode_packet(call.prog, call.vers, call.proc, MessageType.REPLY,
-                                      call.serial, MessageStatus.OK, payload))
-
-    async def fail(self, call: Packet, error: RemoteError) -> None:
-        await self.send(encode_packet(call.prog, call.vers, call.proc, MessageType.REPLY,
-                                      call.serial, MessageStatus.ERROR, error.to_wire().encode()))
-
-    async def event(self, proc: int, payload: bytes) -> None:
-        await self.send(encode_packet(REMOTE_PROGRAM, 1, proc, MessageType.MESSAGE, 1,
-                                      MessageStatus.OK, payload))
-
-    async def serve(self) -> None:
-        decoder = FrameDecoder()
-        while True:
-            try:
-                data = await self.stream.receive_some()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            if not data:
-                return
-            for packet in decoder.feed(data):
-                if packet.prog == KEEPALIVE_PROGRAM:
-                    if is_ping(packet) and self.answer_pings:
-                        await self.send(encode_packet(KEEPALIVE_PROGRAM, 1, 2, 2, 0, 0, b""))
-                    self.pongs += is_pong(packet)
-                    continue
-                self.calls.append(packet)
-                handler = self.handlers.get(packet.proc, self.default)
-                await handler(packet)
-
-    async def default(self, call: Packet) -> None:
-        proc = call.proc
-        if proc == P.AUTH_LIST:
-            await self.reply(call, wire.AuthListRet(self.auth))
-        elif proc == P.CONNECT_SUPPORTS_FEATURE:
-            feature = wire.ConnectSupportsFeatureArgs.decode(call.payload).feature
-            await self.reply(call, wire.ConnectSupportsFeatureRet(self.features.get(feature, 0)))
-        elif proc == P.CONNECT_GET_URI:
-            await self.reply(call, wire.ConnectGetUriRet("test:///default"))
-        elif proc == P.AUTH_POLKIT:
-            await self.reply(call, wire.AuthPolkitRet(1))
-        elif proc in (P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
-                      P.CONNECT_NETWORK_EVENT_REGISTER_ANY):
-            self.next_callback_id += 1
-            await self.reply(call, wire.ConnectDomainEventCallbackRegisterAnyRet(
-                self.next_callback_id))
-        elif proc == P.DOMAIN_GET_INFO:
-            await self.reply(call, wire.DomainGetInfoRet(1, 1024, 512, 2, 99))
-        elif proc == P.DOMAIN_LOOKUP_BY_NAME:
-            await self.reply(call, wire.DomainLookupByNameRet(DOM))
-        elif proc == P.DOMAIN_GET_BLOCK_INFO:
-            await self.reply(call, wire.DomainGetBlockInfoRet(100, 1000, 1000))
-        elif proc == P.CONNECT_GET_HOSTNAME:
-            await self.reply(call, wire.ConnectGetHostnameRet("fake"))
-        elif proc == P.CONNECT_CLOSE:
-            await self.reply(call)
-            await self.stream.aclose()
-        else:  # void calls: open, suspend, deregistrations...
-            await self.reply(call)
 
 
 async def _stream_pair(kind: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
@@ -566,3 +470,21 @@ async def test_threshold_needs_exactly_one_form(kind: str) -> None:
             await Domain(conn, DOM).set_block_threshold("vda")
         with pytest.raises(TypeError):
             await Domain(conn, DOM).set_block_threshold("vda", 1, percent=1)
+
+
+async def test_qemu_and_remote_procedures_of_the_same_number_stay_apart(kind: str) -> None:
+    async def monitor(call: Packet) -> None:
+        await daemon.reply(call, qemu.DomainMonitorCommandRet("ok"))
+
+    daemon: FakeDaemon
+
+    def setup(d: FakeDaemon) -> None:
+        nonlocal daemon
+        daemon = d
+        d.handlers[qemu.QEMU_PROGRAM, 1] = monitor  # number 1, as REMOTE's CONNECT_OPEN
+
+    async with connected(kind, setup=setup) as (conn, _):
+        assert await Domain(conn, DOM).qemu_monitor_command("info block", hmp=True) == "ok"
+        [call] = [c for c in daemon.calls if c.prog == qemu.QEMU_PROGRAM]
+        args = qemu.DomainMonitorCommandArgs.decode(call.payload)
+        assert (call.proc, args.cmd, args.flags) == (1, "info block", 1)

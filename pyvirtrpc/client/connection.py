@@ -114,6 +114,11 @@ def procedure_info(procedure: enum.IntEnum | ProcedureInfo) -> ProcedureInfo:
     return info
 
 
+# Procedures (enum members or table rows) already found callable: the hot path's cache.
+# Keyed with the enum class too: qemu.Procedure(1) == remote.Procedure(1) as ints.
+_CALLABLE: dict[tuple[type, enum.IntEnum | ProcedureInfo], ProcedureInfo] = {}
+
+
 def _fresh(exc: ConnectionClosed) -> ConnectionClosed:
     """A new ConnectionClosed for one raiser (one exception object per traceback)."""
     new = ConnectionClosed(*exc.args)
@@ -138,6 +143,8 @@ class Connection:
         self._session: ClientSession[trio.lowlevel.Task] = ClientSession(max_in_flight)
         self._writer = trio.lowlevel.ParkingLot()
         self._unsent = b""  # bytes taken from the session that the writer must send first
+        self._reader: trio.lowlevel.Task | None = None  # a caller reading the socket itself
+        self._reader_free = trio.lowlevel.ParkingLot()
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._closed: ConnectionClosed | None = None
         self._closing = False
@@ -180,6 +187,43 @@ class Connection:
     async def _call(self, procedure: enum.IntEnum | ProcedureInfo,
                     args: XdrStruct | None = None,
                     ret: type[XdrStruct] | None = None) -> XdrStruct | None:
+        """Send one call and wait for its reply (the hot path)."""
+        info = _CALLABLE.get((type(procedure), procedure))
+        if info is None or (info.writes and self.readonly):
+            info = await self._admit(procedure)
+        if (args is None) != (info.args is None):
+            raise TypeError(f"{info.name} takes {info.args.__name__ if info.args else 'no'} "
+                            f"arguments, got {type(args).__name__}")
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller sends nothing
+        if self._closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise _fresh(self._closed)
+        session = self._session
+        prog = info.program
+        serial = session.call(prog, info.version, info.number,
+                              args.encode() if args is not None else b"",
+                              trio.lowlevel.current_task())
+        self._flush()
+
+        if self._fd is not None and self._reader is None and session.in_flight == 1:
+            # Ours is the only call on the wire: read its reply ourselves (with more
+            # calls waiting, the background reader serves them all better).
+            payload = await self._read_reply(prog, serial)
+        else:
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                session.abandon(prog, serial)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            payload = await trio.lowlevel.wait_task_rescheduled(abort)
+        if ret is not None:
+            return ret.decode(payload)
+        if payload:
+            raise ProtocolError(f"{info.name} returns nothing, got {len(payload)} bytes")
+        return None
+
+    async def _admit(self, procedure: enum.IntEnum | ProcedureInfo) -> ProcedureInfo:
+        """The checks behind the fast path: what the client calls, and read-only access."""
         info = procedure_info(procedure)
         if info.kind is not ProcedureKind.CALL or info.fds:
             await trio.lowlevel.checkpoint()
@@ -199,41 +243,16 @@ class Connection:
                 f"operation forbidden: {detail}", str1="operation forbidden: %s", str2=detail,
                 int1=-1, int2=-1,
             )
-        if (args is None) != (info.args is None):
-            raise TypeError(f"{info.name} takes {info.args.__name__ if info.args else 'no'} "
-                            f"arguments, got {type(args).__name__}")
-        payload = await self._roundtrip(
-            info.program, info.version, int(info.number), args.encode() if args else b""
-        )
-        if ret is not None:
-            return ret.decode(payload)
-        if payload:
-            raise ProtocolError(f"{info.name} returns nothing, got {len(payload)} bytes")
-        return None
-
-    async def _roundtrip(self, prog: int, vers: int, proc: int, payload: bytes) -> bytes:
-        """Send one call and wait for its reply payload (the hot path)."""
-        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller sends nothing
-        if self._closed is not None:
-            await trio.lowlevel.checkpoint()
-            raise _fresh(self._closed)
-        session = self._session
-        serial = session.call(prog, vers, proc, payload, trio.lowlevel.current_task())
-        self._flush()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            session.abandon(prog, serial)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        result: bytes = await trio.lowlevel.wait_task_rescheduled(abort)
-        return result
+        _CALLABLE[type(procedure), procedure] = info
+        return info
 
     # ------------------------------------------------------- background I/O
     #
     # On a plain socket (unix, tcp) bytes are written straight from the task that queued
     # them, with one non-blocking write: it cannot be cancelled half-way, and it saves a
     # task switch per call. Whatever does not fit, and everything on other streams (TLS,
-    # ssh), goes through the writer task.
+    # ssh), goes through the writer task. Likewise a caller reads its own reply from the
+    # socket when no other caller is reading; otherwise the reader wakes it with it.
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                    ) -> None:
@@ -286,45 +305,123 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
 
-    async def _receive(self) -> bytes:
+    def _process(self, data: bytes, me: trio.lowlevel.Task | None
+                 ) -> Reply[trio.lowlevel.Task] | ErrorReply[trio.lowlevel.Task] | None:
+        """Act on bytes read: wake callers, fan out events, answer pings.
+
+        Returns the reply for ``me`` (a caller reading for itself) if it was among them.
+        """
+        if not data:
+            if self._closing:
+                self._lose("connection closed", CloseReason.CLIENT)
+            else:
+                self._lose("the daemon closed the connection", CloseReason.EOF)
+            return None
+        try:
+            events = self._session.receive_data(data, trio.current_time())
+        except ProtocolError as exc:
+            self._lose(f"protocol error from the daemon: {exc}", CloseReason.ERROR, exc)
+            return None
+        mine: Reply[trio.lowlevel.Task] | ErrorReply[trio.lowlevel.Task] | None = None
+        for event in events:
+            if type(event) is Reply:
+                if event.token is me:
+                    mine = event
+                else:
+                    trio.lowlevel.reschedule(event.token, outcome.Value(event.payload))
+            elif type(event) is ErrorReply:
+                if event.token is me:
+                    mine = event
+                else:
+                    trio.lowlevel.reschedule(event.token, outcome.Error(event.error))
+            elif type(event) is ServerMessage:
+                self._on_message(event.prog, event.proc, event.payload)
+        self._flush()
+        return mine
+
+    async def _read_reply(self, prog: int, serial: int) -> bytes:
+        """Wait for our own reply by reading the socket ourselves (no task switch).
+
+        The reader's role: one task at a time reads, here a caller; the others are woken
+        with their replies. The background reader steps in whenever no caller reads.
+        """
         fd = self._fd
-        if fd is None:
-            return bytes(await self._stream.receive_some(READ_SIZE))
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, READ_SIZE)
-            except BlockingIOError:
-                continue
+        assert fd is not None
+        me = self._reader = trio.lowlevel.current_task()
+        try:
+            while True:
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:  # _lose woke us
+                    assert self._closed is not None
+                    raise _fresh(self._closed) from None
+                except BaseException:
+                    self._session.abandon(prog, serial)
+                    raise
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
+                    data = None
+                if data is not None:
+                    mine = self._process(data, me)
+                    if type(mine) is Reply:
+                        return mine.payload
+                    if type(mine) is ErrorReply:
+                        raise mine.error
+                if self._closed is not None:
+                    raise _fresh(self._closed)
+        finally:
+            self._reader = None
+            if self._needs_reader():
+                self._reader_free.unpark()
+
+    def _needs_reader(self) -> bool:
+        """Must the background reader read now that no caller does?
+
+        Yes while replies are due or events subscribed to, or without our own keepalive
+        timer. Otherwise it may sleep (sparing a task switch per call) until the next
+        keepalive tick, which wakes it to read the daemon's pings.
+        """
+        session = self._session
+        return bool(session.in_flight or self._streams or session.keepalive is None)
 
     async def _read_loop(self) -> None:
-        session = self._session
-        reschedule = trio.lowlevel.reschedule
-        while True:
-            try:
-                data = await self._receive()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
-                return
-            if not data:
-                if self._closing:
-                    self._lose("connection closed", CloseReason.CLIENT)
-                else:
-                    self._lose("the daemon closed the connection", CloseReason.EOF)
-                return
-            try:
-                events = session.receive_data(data, trio.current_time())
-            except ProtocolError as exc:
-                self._lose(f"protocol error from the daemon: {exc}", CloseReason.ERROR, exc)
-                return
-            for event in events:
-                if type(event) is Reply:
-                    reschedule(event.token, outcome.Value(event.payload))
-                elif type(event) is ErrorReply:
-                    reschedule(event.token, outcome.Error(event.error))
-                elif type(event) is ServerMessage:
-                    self._on_message(event.prog, event.proc, event.payload)
-            self._flush()
+        """The background reader: events and pings while idle, replies of waiting callers."""
+        stream, fd = self._stream, self._fd
+        if fd is None:
+            while self._closed is None:
+                try:
+                    data = bytes(await stream.receive_some(READ_SIZE))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
+                    return
+                self._process(data, None)
+            return
+        # A second descriptor for the same socket, so that waiting here never stops a
+        # caller from waiting on the first; whoever runs first reads, if it may.
+        idle_fd = os.dup(fd)
+        try:
+            while self._closed is None:
+                if self._reader is not None:
+                    await self._reader_free.park()
+                    continue
+                await trio.lowlevel.wait_readable(idle_fd)
+                if self._reader is not None:
+                    continue
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
+                    return
+                self._process(data, None)
+        finally:
+            trio.lowlevel.notify_closing(idle_fd)
+            os.close(idle_fd)
 
     async def _keepalive_loop(self) -> None:
         session = self._session
@@ -332,6 +429,8 @@ class Connection:
         assert keepalive is not None
         while True:
             await trio.sleep_until(keepalive.deadline)
+            if self._reader is None:
+                self._reader_free.unpark()  # read what came while nobody needed to
             if session.poll_keepalive(trio.current_time()):
                 self._lose(
                     f"no answer to keepalive for {keepalive.interval * (keepalive.count + 1):g} s",
@@ -348,7 +447,10 @@ class Connection:
         closed.__cause__ = cause
         self._closed = closed
         for task in self._session.close(closed):
-            trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
+            if task is not self._reader:
+                trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
+        if self._reader is not None and self._fd is not None:
+            trio.lowlevel.notify_closing(self._fd)  # the reading caller wakes and raises
         final = ConnectionClosedEvent(reason)
         for stream in list(self._streams):
             stream.end(final)
@@ -454,6 +556,7 @@ class Connection:
             raise _fresh(self._closed)
         joined: list[Registration] = []
         self._streams.add(stream)
+        self._reader_free.unpark()  # events must now be read even while no call waits
         try:
             for event_id in event_ids:
                 joined.append(await self._join(family, int(event_id), target, filter_key,

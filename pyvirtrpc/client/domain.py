@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pyvirtrpc.errors import ErrorDomain, ErrorNumber, RemoteError
 from pyvirtrpc.gen import qemu
@@ -19,8 +18,7 @@ QEMU_MONITOR_COMMAND_HMP = 1  # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
 PERCENT_SCALE = 100_000  # percentages are kept in thousandths of a percent
 
 
-@dataclass(frozen=True, slots=True)
-class DomainInfo:
+class DomainInfo(NamedTuple):
     """virDomainGetInfo: state, memory in KiB, vCPUs, CPU time in ns."""
 
     state: int
@@ -30,8 +28,7 @@ class DomainInfo:
     cpu_time: int
 
 
-@dataclass(frozen=True, slots=True)
-class BlockInfo:
+class BlockInfo(NamedTuple):
     """virDomainGetBlockInfo, in bytes."""
 
     capacity: int
@@ -39,8 +36,7 @@ class BlockInfo:
     physical: int
 
 
-@dataclass(frozen=True, slots=True)
-class BlockStats:
+class BlockStats(NamedTuple):
     """virDomainBlockStats (-1 where the hypervisor does not count)."""
 
     rd_req: int
@@ -50,8 +46,7 @@ class BlockStats:
     errs: int
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
+class NodeInfo(NamedTuple):
     """virNodeGetInfo: memory in KiB, CPU frequency in MHz."""
 
     model: str

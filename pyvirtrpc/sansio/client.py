@@ -16,20 +16,21 @@ late reply arrives, because the server still counts it, and that reply is then d
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from pyvirtrpc.errors import ConnectionClosed, Error, ProtocolError, RemoteError
 from pyvirtrpc.gen.keepalive import KEEPALIVE_PROGRAM
+from pyvirtrpc.gen.keepalive import Procedure as KeepaliveProcedure
 from pyvirtrpc.gen.virnet import MessageError, MessageStatus, MessageType
-from pyvirtrpc.sansio.framing import FrameDecoder, Packet, encode_packet
-from pyvirtrpc.sansio.keepalive import (
-    PING_PACKET,
-    PONG_PACKET,
-    Keepalive,
-    KeepaliveAction,
-    is_ping,
+from pyvirtrpc.sansio.framing import (
+    MIN_PACKET,
+    PREFIX,
+    FrameDecoder,
+    Packet,
+    decode_packet,
+    encode_packet,
 )
+from pyvirtrpc.sansio.keepalive import PING_PACKET, PONG_PACKET, Keepalive, KeepaliveAction
 from pyvirtrpc.xdr import XdrError
 
 T = TypeVar("T")
@@ -37,26 +38,30 @@ T = TypeVar("T")
 DEFAULT_MAX_IN_FLIGHT = 5  # the daemon's default max_client_requests
 _SERIAL_MASK = 0xFFFFFFFF
 _ABANDONED = object()
+_REPLY, _MESSAGE, _STREAM, _STREAM_HOLE, _REPLY_WITH_FDS = (
+    MessageType.REPLY, MessageType.MESSAGE, MessageType.STREAM, MessageType.STREAM_HOLE,
+    MessageType.REPLY_WITH_FDS,
+)
+_OK, _ERROR = MessageStatus.OK, MessageStatus.ERROR
+_TYPES = frozenset(MessageType)
+_PING = KeepaliveProcedure.PING
 
 
-@dataclass(frozen=True, slots=True)
-class Reply(Generic[T]):
+class Reply(NamedTuple, Generic[T]):
     """A successful reply; ``payload`` is the XDR-encoded ``ret``."""
 
     token: T
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorReply(Generic[T]):
+class ErrorReply(NamedTuple, Generic[T]):
     """A call failed: a RemoteError from the peer, or a ProtocolError about its reply."""
 
     token: T
     error: Error
 
 
-@dataclass(frozen=True, slots=True)
-class ServerMessage:
+class ServerMessage(NamedTuple):
     """A MESSAGE packet the server sent on its own (an event), keepalive excluded."""
 
     prog: int
@@ -64,8 +69,7 @@ class ServerMessage:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StreamPacket:
+class StreamPacket(NamedTuple):
     """A STREAM or STREAM_HOLE packet of a stream opened with ``open_stream``."""
 
     packet: Packet
@@ -176,54 +180,58 @@ class ClientSession(Generic[T]):
         if self.keepalive is not None and data:
             self.keepalive.received(now)
         events: list[ClientEvent[T]] = []
-        for packet in self._decoder.feed(data):
-            event = self._dispatch(packet)
+        for frame in self._decoder.feed_frames(data):
+            # The header as plain ints: replies are by far the most common packets.
+            _, prog, _, proc, kind, serial, status = PREFIX.unpack_from(frame)
+            if kind == _REPLY:
+                event = self._reply(prog, proc, serial, status, frame)
+            elif kind == _MESSAGE:
+                event = self._message(prog, proc, frame)
+            elif kind in (_STREAM, _STREAM_HOLE):
+                # libvirt's client ignores packets of streams it does not know
+                event = StreamPacket(decode_packet(frame)) if serial in self._streams else None
+            elif kind == _REPLY_WITH_FDS:
+                event = self._reply(prog, proc, serial, status, frame, fds=True)
+            else:
+                name = MessageType(kind).name if kind in _TYPES else f"type {kind}"
+                raise ProtocolError(
+                    f"unexpected {name} packet from the server "
+                    f"(prog {prog:#x}, proc {proc}, serial {serial})"
+                )
             if event is not None:
                 events.append(event)
         return events
 
-    def _dispatch(self, packet: Packet) -> ClientEvent[T] | None:
-        kind = packet.type
-        if kind == MessageType.REPLY or kind == MessageType.REPLY_WITH_FDS:
-            return self._reply(packet)
-        if kind == MessageType.MESSAGE:
-            if is_ping(packet):
+    def _message(self, prog: int, proc: int, frame: bytes) -> ClientEvent[T] | None:
+        if prog == KEEPALIVE_PROGRAM:
+            if proc == _PING:
                 self._outbox.append(PONG_PACKET)
-                return None
-            if packet.prog == KEEPALIVE_PROGRAM:
-                return None  # a PONG: receive_data already counted it as a sign of life
-            return ServerMessage(packet.prog, packet.proc, packet.payload)
-        if kind == MessageType.STREAM or kind == MessageType.STREAM_HOLE:
-            if packet.serial in self._streams:
-                return StreamPacket(packet)
-            return None  # libvirt's client ignores packets of streams it does not know
-        raise ProtocolError(
-            f"unexpected {kind.name} packet from the server "
-            f"(prog {packet.prog:#x}, proc {packet.proc}, serial {packet.serial})"
-        )
+            return None  # a PONG: receive_data already counted it as a sign of life
+        return ServerMessage(prog, proc, frame[MIN_PACKET:])
 
-    def _reply(self, packet: Packet) -> ClientEvent[T] | None:
-        key = (packet.prog, packet.serial)
-        token = self._in_flight.pop(key, None)
+    def _reply(self, prog: int, proc: int, serial: int, status: int, frame: bytes,
+               fds: bool = False) -> ClientEvent[T] | None:
+        token = self._in_flight.pop((prog, serial), None)
         if token is None:
             raise ProtocolError(
-                f"reply for no call: prog {packet.prog:#x}, serial {packet.serial}, "
-                f"proc {packet.proc}"
+                f"reply for no call: prog {prog:#x}, serial {serial}, proc {proc}"
             )
-        self._release_slot()
+        if self._queued:
+            self._release_slot()
         if token is _ABANDONED:
             return None
         owner: T = token  # type: ignore[assignment]
-        if packet.type == MessageType.REPLY_WITH_FDS:
+        if fds:
             return ErrorReply(owner, ProtocolError("file descriptors in a reply are unsupported"))
-        if packet.status == MessageStatus.OK:
-            return Reply(owner, packet.payload)
-        if packet.status == MessageStatus.ERROR:
+        if status == _OK:
+            return Reply(owner, frame[MIN_PACKET:])
+        if status == _ERROR:
             try:
-                return ErrorReply(owner, RemoteError.from_wire(MessageError.decode(packet.payload)))
+                error = MessageError.decode(frame[MIN_PACKET:])
             except XdrError as exc:
                 return ErrorReply(owner, exc)
-        return ErrorReply(owner, ProtocolError(f"reply with status {packet.status.name}"))
+            return ErrorReply(owner, RemoteError.from_wire(error))
+        return ErrorReply(owner, ProtocolError(f"reply with status {status}"))
 
     def _release_slot(self) -> None:
         if self._queued:
