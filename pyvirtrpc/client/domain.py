@@ -187,12 +187,13 @@ class Domain:
     async def set_block_threshold(
         self, dev: str, threshold: int | None = None, *, percent: float | None = None,
         flags: int = 0,
-    ) -> None:
+    ) -> int:
         """Arm the one-shot BLOCK_THRESHOLD event of ``dev`` ("vda", or "vda[1]").
 
         ``threshold`` is an offset in bytes (0 clears it). With ``percent`` instead, the
         offset is that share of the disk's capacity (from :meth:`block_info`); above
-        100 % is refused with InvalidArgError before anything is sent.
+        100 % is refused with InvalidArgError before anything is sent. Returns the
+        threshold set, in bytes.
         """
         if (threshold is None) == (percent is None):
             raise TypeError("give either threshold (bytes) or percent, not both")
@@ -206,6 +207,7 @@ class Domain:
                                      f"invalid argument: negative threshold {threshold}")
         await self.conn._call(P.DOMAIN_SET_BLOCK_THRESHOLD,
                               wire.DomainSetBlockThresholdArgs(self.ref, dev, threshold, flags))
+        return threshold
 
     # ----------------------------------------------------------------- QEMU
 
