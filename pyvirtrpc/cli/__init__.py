@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ("mock", "mockctl")
+COMMANDS: tuple[str, ...] = ("mock", "mockctl", "events", "threshold")
 
 
 def build_parser() -> argparse.ArgumentParser:
