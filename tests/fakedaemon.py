@@ -24,7 +24,7 @@ from pyvirtrpc.sansio.keepalive import is_ping, is_pong
 DOM = wire.NonnullDomain("test", uuid.UUID("6695eb01-f6a4-8304-79aa-97f2502e193f").bytes, 1)
 OTHER = wire.NonnullDomain("other", uuid.uuid4().bytes, 2)
 
-Handler = Callable[[Packet], Awaitable[None]]
+Handler = Callable[["FakeDaemon", Packet], Awaitable[None]]  # (daemon, call)
 
 
 class FakeDaemon:
@@ -87,7 +87,10 @@ class FakeDaemon:
                 handler = self.handlers.get((packet.prog, packet.proc))
                 if handler is None and packet.prog == REMOTE_PROGRAM:
                     handler = self.handlers.get(packet.proc)
-                await (handler or self.default)(packet)
+                if handler is None:
+                    await self.default(packet)
+                else:
+                    await handler(self, packet)
 
     async def default(self, call: Packet) -> None:
         proc = call.proc

@@ -8,14 +8,14 @@ tcp sockets) and trio's in-memory streams (the writer-task path of TLS and ssh).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from fakedaemon import DOM, OTHER, FakeDaemon
+from fakedaemon import DOM, OTHER, FakeDaemon, Handler
 
 from pyvirtrpc import (
     CloseReason,
@@ -55,12 +55,11 @@ def kind(request: pytest.FixtureRequest) -> str:
 @asynccontextmanager
 async def connected(kind: str, uri: str | None = "test:///default", *, readonly: bool = False,
                     daemon_options: dict[str, Any] | None = None,
-                    setup: Callable[[FakeDaemon], None] | None = None,
+                    handlers: dict[int | tuple[int, int], Handler] | None = None,
                     **options: Any) -> AsyncIterator[tuple[Connection, FakeDaemon]]:
     client, server = await _stream_pair(kind)
     daemon = FakeDaemon(server, **(daemon_options or {}))
-    if setup is not None:
-        setup(daemon)
+    daemon.handlers.update(handlers or {})
     failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.serve)
@@ -133,16 +132,10 @@ async def test_requested_auth_type_must_be_offered(kind: str) -> None:
 
 
 async def test_old_server_without_auth_list(kind: str) -> None:
-    async def no_auth_list(call: Packet) -> None:
+    async def no_auth_list(daemon: FakeDaemon, call: Packet) -> None:
         await daemon.fail(call, RemoteError.create(ErrorNumber.NO_SUPPORT, ErrorDomain.RPC, "x"))
 
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.AUTH_LIST] = no_auth_list
-
-    daemon: FakeDaemon
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={P.AUTH_LIST: no_auth_list}) as (conn, daemon):
         assert daemon.procs()[:2] == [66, 60]
         assert await conn.get_hostname() == "fake"
 
@@ -168,17 +161,10 @@ async def test_generic_call(kind: str) -> None:
 
 
 async def test_malformed_reply_fails_only_that_call(kind: str) -> None:
-    async def bad_info(call: Packet) -> None:
+    async def bad_info(daemon: FakeDaemon, call: Packet) -> None:
         await daemon.reply(call, b"\0\0\0\1")  # far too short for domain_get_info_ret
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.DOMAIN_GET_INFO] = bad_info
-
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={P.DOMAIN_GET_INFO: bad_info}) as (conn, _):
         with pytest.raises(ProtocolError):
             await Domain(conn, DOM).info()
         assert await conn.get_hostname() == "fake"
@@ -186,17 +172,10 @@ async def test_malformed_reply_fails_only_that_call(kind: str) -> None:
 
 
 async def test_reply_to_an_unknown_serial_closes_everything(kind: str) -> None:
-    async def stray(call: Packet) -> None:
+    async def stray(daemon: FakeDaemon, call: Packet) -> None:
         await daemon.send(encode_packet(REMOTE_PROGRAM, 1, 16, 1, 4242, 0, b""))
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.DOMAIN_GET_INFO] = stray
-
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={P.DOMAIN_GET_INFO: stray}) as (conn, _):
         with pytest.raises(ConnectionClosed, match="serial 4242"):
             await Domain(conn, DOM).info()
         with pytest.raises(ConnectionClosed):
@@ -207,18 +186,11 @@ async def test_reply_to_an_unknown_serial_closes_everything(kind: str) -> None:
 async def test_peer_vanishing_mid_call_fails_every_waiter_promptly(kind: str) -> None:
     arrived = trio.Event()
 
-    async def hang_up(call: Packet) -> None:
+    async def hang_up(daemon: FakeDaemon, call: Packet) -> None:
         if len([c for c in daemon.calls if c.proc == P.DOMAIN_GET_INFO]) == 3:
             arrived.set()
             await trio.sleep(0.05)
             await daemon.stream.aclose()
-
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.DOMAIN_GET_INFO] = hang_up
 
     failures: list[BaseException] = []
 
@@ -228,7 +200,7 @@ async def test_peer_vanishing_mid_call_fails_every_waiter_promptly(kind: str) ->
         except ConnectionClosed as exc:
             failures.append(exc)
 
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={P.DOMAIN_GET_INFO: hang_up}) as (conn, _):
         with trio.fail_after(2):
             async with trio.open_nursery() as nursery:
                 for _ in range(3):
@@ -242,7 +214,7 @@ async def test_in_flight_limit_queues_the_rest(kind: str) -> None:
     outstanding: list[Packet] = []
     peak = 0
 
-    async def hold(call: Packet) -> None:
+    async def hold(daemon: FakeDaemon, call: Packet) -> None:
         nonlocal peak
         outstanding.append(call)
         peak = max(peak, len(outstanding))
@@ -250,19 +222,12 @@ async def test_in_flight_limit_queues_the_rest(kind: str) -> None:
             while outstanding:
                 await daemon.reply(outstanding.pop(), wire.DomainGetInfoRet(1, 2, 3, 4, 5))
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.DOMAIN_GET_INFO] = hold
-
     results: list[int] = []
 
     async def call(conn: Connection) -> None:
         results.append((await Domain(conn, DOM).info()).cpu_time)
 
-    async with connected(kind, setup=setup, max_in_flight=3) as (conn, _):
+    async with connected(kind, handlers={P.DOMAIN_GET_INFO: hold}, max_in_flight=3) as (conn, _):
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 for _ in range(30):
@@ -274,17 +239,10 @@ async def test_in_flight_limit_queues_the_rest(kind: str) -> None:
 async def test_cancelled_call_leaves_the_connection_healthy(kind: str) -> None:
     held: list[Packet] = []
 
-    async def hold(call: Packet) -> None:
+    async def hold(daemon: FakeDaemon, call: Packet) -> None:
         held.append(call)
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.DOMAIN_GET_INFO] = hold
-
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={P.DOMAIN_GET_INFO: hold}) as (conn, daemon):
         with trio.move_on_after(0.05) as scope:
             await Domain(conn, DOM).info()
         assert scope.cancelled_caught and len(held) == 1
@@ -304,13 +262,11 @@ async def test_pings_are_answered(kind: str) -> None:
 
 
 async def test_silent_peer_is_declared_dead_by_keepalive(kind: str) -> None:
-    async def never(call: Packet) -> None:
+    async def never(daemon: FakeDaemon, call: Packet) -> None:
         pass
 
-    def setup(d: FakeDaemon) -> None:
-        d.handlers[P.DOMAIN_GET_INFO] = never
-
-    async with connected(kind, setup=setup, daemon_options={"answer_pings": False},
+    async with connected(kind, handlers={P.DOMAIN_GET_INFO: never},
+                         daemon_options={"answer_pings": False},
                          keepalive=(0.1, 2)) as (conn, _), \
             conn.domain_events(DomainEventID.LIFECYCLE) as events:
         start = trio.current_time()
@@ -391,17 +347,10 @@ async def test_legacy_registration_without_feature_14(kind: str) -> None:
 
 
 async def test_subscriber_sees_the_connection_close(kind: str) -> None:
-    async def hang_up(call: Packet) -> None:
+    async def hang_up(daemon: FakeDaemon, call: Packet) -> None:
         await daemon.stream.aclose()
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.DOMAIN_SUSPEND] = hang_up
-
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={P.DOMAIN_SUSPEND: hang_up}) as (conn, daemon):
         async with conn.domain_events() as events:
             assert len(daemon.args(P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY)) == 27
             await daemon.event(*encode_event(ConnectionClosedEvent(0), 0))
@@ -421,17 +370,11 @@ async def test_network_events_use_their_own_procedures(kind: str) -> None:
 
 
 async def test_registration_failure_reaches_the_subscriber(kind: str) -> None:
-    async def refuse(call: Packet) -> None:
+    async def refuse(daemon: FakeDaemon, call: Packet) -> None:
         await daemon.fail(call, RemoteError.create(ErrorNumber.INVALID_ARG, 0, "nope"))
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY] = refuse
-
-    async with connected(kind, setup=setup) as (conn, _):
+    register = P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY
+    async with connected(kind, handlers={register: refuse}) as (conn, _):
         with pytest.raises(InvalidArgError):
             async with conn.domain_events(DomainEventID.REBOOT):
                 pass
@@ -473,18 +416,33 @@ async def test_threshold_needs_exactly_one_form(kind: str) -> None:
 
 
 async def test_qemu_and_remote_procedures_of_the_same_number_stay_apart(kind: str) -> None:
-    async def monitor(call: Packet) -> None:
+    async def monitor(daemon: FakeDaemon, call: Packet) -> None:
         await daemon.reply(call, qemu.DomainMonitorCommandRet("ok"))
 
-    daemon: FakeDaemon
-
-    def setup(d: FakeDaemon) -> None:
-        nonlocal daemon
-        daemon = d
-        d.handlers[qemu.QEMU_PROGRAM, 1] = monitor  # number 1, as REMOTE's CONNECT_OPEN
-
-    async with connected(kind, setup=setup) as (conn, _):
+    async with connected(kind, handlers={(qemu.QEMU_PROGRAM, 1): monitor}) as (conn, daemon):
         assert await Domain(conn, DOM).qemu_monitor_command("info block", hmp=True) == "ok"
         [call] = [c for c in daemon.calls if c.prog == qemu.QEMU_PROGRAM]
         args = qemu.DomainMonitorCommandArgs.decode(call.payload)
         assert (call.proc, args.cmd, args.flags) == (1, "info block", 1)
+
+
+async def test_pings_are_answered_while_idle_with_keepalive(kind: str) -> None:
+    # Between calls, with no subscriber, the background reader may sleep until the next
+    # keepalive tick: the daemon's ping is still answered, within about one interval.
+    async with connected(kind, keepalive=(0.05, 100)) as (conn, daemon):
+        assert await conn.get_hostname() == "fake"
+        await daemon.send(PING_PACKET)
+        with trio.fail_after(1):
+            while daemon.pongs != 1:
+                await trio.sleep(0.001)
+        assert not conn.closed
+
+
+async def test_events_are_read_while_idle(kind: str) -> None:
+    async with connected(kind, keepalive=(60, 5)) as (conn, daemon), \
+            conn.domain_events(DomainEventID.LIFECYCLE) as events:
+        assert await conn.get_hostname() == "fake"  # a call came and went
+        await daemon.event(*lifecycle(DOM, 3, callback_id=1))
+        with trio.fail_after(1):
+            item = await events.receive()
+        assert isinstance(item, LifecycleEvent) and item.event == 3
