@@ -360,3 +360,39 @@ async def test_ssh_transport_with_virt_ssh_helper(libvirtd_test: LibvirtdTestDri
     command = (tmp_path / "ssh.log").read_text().splitlines()[-1]
     assert command == "command=sh -c 'virt-ssh-helper -r 'test:///default''"
 
+
+
+async def test_network_and_storage_pool_events(libvirtd_test: LibvirtdTestDriver) -> None:
+    ref = libvirt.open(libvirtd_test.uri)  # makes the changes; we only watch
+    try:
+        async with pyvirtrpc.open_connection(libvirtd_test.uri) as conn, \
+                conn.network_events() as networks, conn.storage_pool_events() as pools:
+            net = ref.networkLookupByName("default")
+            pool = ref.storagePoolLookupByName("default-pool")
+            for change in (net.destroy, net.create, pool.refresh, pool.destroy, pool.create):
+                await trio.to_thread.run_sync(change)
+            with trio.fail_after(10):
+                got_nets = [await networks.receive() for _ in range(2)]
+                got_pools = [await pools.receive() for _ in range(3)]
+        assert [(type(e).__name__, e.network.name, e.event) for e in got_nets] == [  # type: ignore[union-attr]
+            ("NetworkLifecycleEvent", "default", libvirt.VIR_NETWORK_EVENT_STOPPED),
+            ("NetworkLifecycleEvent", "default", libvirt.VIR_NETWORK_EVENT_STARTED),
+        ]
+        assert [(type(e).__name__, e.pool.name, getattr(e, "event", None))  # type: ignore[union-attr]
+                for e in got_pools] == [
+            ("StoragePoolRefreshEvent", "default-pool", None),
+            ("StoragePoolLifecycleEvent", "default-pool", libvirt.VIR_STORAGE_POOL_EVENT_STOPPED),
+            ("StoragePoolLifecycleEvent", "default-pool", libvirt.VIR_STORAGE_POOL_EVENT_STARTED),
+        ]
+    finally:
+        ref.close()
+
+
+async def test_secret_events_unsupported_by_the_test_driver(
+    libvirtd_test: LibvirtdTestDriver,
+) -> None:
+    async with pyvirtrpc.open_connection(libvirtd_test.uri) as conn:
+        with pytest.raises(NoSupportError, match="virConnectSecretEventRegisterAny"):
+            async with conn.secret_events():
+                pass
+        assert await conn.get_type() == "TEST"  # and the connection goes on
