@@ -396,3 +396,11 @@ async def test_secret_events_unsupported_by_the_test_driver(
             async with conn.secret_events():
                 pass
         assert await conn.get_type() == "TEST"  # and the connection goes on
+
+
+async def test_ext_transport_runs_the_command(libvirtd_test: LibvirtdTestDriver,
+                                              tmp_path: Path) -> None:
+    nc = _script(tmp_path / "nc", FAKE_NC.format(python=sys.executable))
+    command = _script(tmp_path / "proxy", f"#!/bin/sh\nexec {nc} -U {libvirtd_test.socket}\n")
+    async with pyvirtrpc.open_connection(f"test+ext:///default?command={command}") as conn:
+        assert (await (await conn.lookup_domain("test")).info()).max_mem == 8388608
