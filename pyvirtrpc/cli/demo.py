@@ -98,6 +98,11 @@ QEMU_XML = """\
 """
 
 
+def thin_domain_xml(name: str) -> str:
+    """A domain with a qcow2 disk ``vda`` on a block device, for the mock."""
+    return MOCK_XML.format(name=name)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo", help="watch a thin disk being grown as its guest writes (a few seconds)",
@@ -234,7 +239,7 @@ async def _demo(uri: str, args: argparse.Namespace) -> int:
 async def _start(conn: Connection, guest: Guest, args: argparse.Namespace) -> Domain:
     """Start the demo's domain (after the watcher, which sees it start), or find it."""
     if guest.mock:
-        domain = await conn.create_domain(MOCK_XML.format(name=guest.name))
+        domain = await conn.create_domain(thin_domain_xml(guest.name))
         say(args, f"started domain {guest.name}: a qcow2 disk on a 64.0 MiB block device")
         return domain
     if not guest.transient:
