@@ -26,11 +26,13 @@ callbacks), that it lost events; the backend and the other clients never wait fo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import itertools
 import logging
 import os
 import socket as stdlib_socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,9 @@ import trio
 
 from pyvirtrpc.backends.base import Backend, BackendConnection
 from pyvirtrpc.errors import ErrorDomain, ErrorNumber, FramingError, RemoteError
-from pyvirtrpc.events import Event
+from pyvirtrpc.events import ConnectionClosedEvent, Event
 from pyvirtrpc.gen import remote
+from pyvirtrpc.sansio.framing import Packet
 from pyvirtrpc.sansio.keepalive import KeepaliveAction
 from pyvirtrpc.sansio.server import (
     DEFAULT_KEEPALIVE_COUNT,
@@ -49,12 +52,21 @@ from pyvirtrpc.sansio.server import (
     DEFAULT_MAX_REQUESTS,
     Call,
     CloseBackend,
+    Forward,
     Overflow,
     ServerSession,
     no_support,
 )
 
-__all__ = ["DEFAULT_MAX_CLIENTS", "Server", "TcpAddress", "UnixAddress", "serve_unix"]
+__all__ = [
+    "DEFAULT_MAX_CLIENTS",
+    "Peer",
+    "Server",
+    "TcpAddress",
+    "UnixAddress",
+    "current_peer",
+    "serve_unix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +89,32 @@ class TcpAddress:
     host: str
     port: int  # 0: any free port (see Server.tcp_ports)
     readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A client, as logs and audits name it (see :data:`current_peer`)."""
+
+    ident: int  # the server's number for it, as in its log lines
+    address: str  # "pid P uid U gid G" on a unix socket, "host:port" on TCP ("" unknown)
+
+
+current_peer: contextvars.ContextVar[Peer] = contextvars.ContextVar("pyvirtrpc_peer")
+"""The client served, in every task the server runs for it (``Backend.open``, procedures)."""
+
+
+def _peer_address(stream: trio.abc.Stream) -> str:
+    if not isinstance(stream, trio.SocketStream):
+        return ""
+    sock = stream.socket
+    try:
+        if sock.family == stdlib_socket.AF_UNIX:
+            creds = sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_PEERCRED, 12)
+            return "pid {} uid {} gid {}".format(*struct.unpack("3i", creds))
+        host, port = sock.getpeername()[:2]
+    except (OSError, AttributeError):  # no SO_PEERCRED outside Linux
+        return ""
+    return f"{host}:{port}"
 
 
 class _Signal:
@@ -119,6 +157,7 @@ class Server:
         self.keepalive_count = keepalive_count
         self.tcp_ports: list[int] = []
         self._client_slots = trio.Semaphore(max_clients)
+        self._slot_freed = trio.lowlevel.ParkingLot()
         self._callback_ids = itertools.count()
         self._client_ids = itertools.count(1)
         self.clients: set[_Client] = set()
@@ -162,29 +201,32 @@ class Server:
         self, listener: trio.SocketListener, readonly: bool, nursery: trio.Nursery
     ) -> None:
         while True:
-            await self._client_slots.acquire()  # at max_clients, leave them in the backlog
-            try:
-                stream = await _accept(listener)
-            except BaseException:
-                self._client_slots.release()
-                raise
+            while self._client_slots.value == 0:  # at max_clients: leave them in the backlog
+                await self._slot_freed.park()
+            stream = await _accept(listener)
             nursery.start_soon(self._serve_client, stream, readonly)
 
     async def _serve_client(self, stream: trio.SocketStream, readonly: bool) -> None:
         try:
-            await self.handle_stream(stream, readonly)
+            # Another listener may have taken the last slot meanwhile: then wait for one.
+            async with self._client_slots:
+                await self.handle_stream(stream, readonly)
         finally:
-            self._client_slots.release()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            self._slot_freed.unpark_all()
 
     async def handle_stream(self, stream: trio.abc.Stream, readonly: bool = False) -> None:
         """Serve one client on ``stream`` until it leaves (closes ``stream``)."""
         client = _Client(self, stream, readonly, next(self._client_ids))
         self.clients.add(client)
+        peer = current_peer.set(Peer(client.ident, _peer_address(stream)))
         try:
             await client.run()
         except* Exception:  # a bug serving one client must not stop the server
             log.exception("client %d: failed", client.ident)
         finally:
+            current_peer.reset(peer)
             self.clients.discard(client)
 
 
@@ -266,11 +308,14 @@ class _Client:
             except BlockingIOError:
                 continue
 
-    def _handle(self, todo: list[Call | CloseBackend]) -> None:
+    def _handle(self, todo: list[Call | CloseBackend | Forward]) -> None:
         session = self.session
         if todo:
             for item in todo:
-                if isinstance(item, CloseBackend):
+                if isinstance(item, Forward):
+                    if self.conn is not None:
+                        self.conn.forward(item)
+                elif isinstance(item, CloseBackend):
                     self._close_backend_soon()
                 else:
                     self._dispatch(item)
@@ -331,6 +376,7 @@ class _Client:
         else:
             self.conn = conn
             self.session.event_families = conn.event_families
+            self.session.forwarding = conn.forwards
             if self.session.opened(call) is not None:
                 await self._close_backend()
         self._flush()
@@ -347,14 +393,25 @@ class _Client:
 
     # ------------------------------------------------------------------ writing
 
-    def emit(self, event: Event) -> None:
-        """Relay a backend event to this client (never blocks)."""
+    def emit(self, event: Event | Packet) -> None:
+        """Relay a backend event, or a forwarding backend's packet, to this client (never
+        blocks); a ConnectionClosedEvent then closes the client (see EmitEvent)."""
         try:
-            sent = self.session.send_event(event)
+            if isinstance(event, Packet):
+                self.session.send_packet(event)
+                sent = 1
+            else:
+                sent = self.session.send_event(event)
         except Overflow as exc:
             log.warning("client %d: does not read its events, disconnecting: %s", self.ident, exc)
             self.close("event queue full")
             return
+        if isinstance(event, ConnectionClosedEvent):
+            self.session.closing = True  # read no more; close once the queue is sent
+            if not (self._unsent or self.session.has_data_to_send):
+                self._written()
+                return
+            sent = 1
         if sent:
             self._flush()
 
