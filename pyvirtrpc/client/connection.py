@@ -1,11 +1,13 @@
 """The Trio client: one connection to a libvirt daemon, shared by any number of tasks.
 
-Three background tasks run per connection: a reader (bytes in, replies to their callers,
-events to their subscribers), a writer (everything the session queues, in order, so a
-cancelled caller can never leave half a packet on the wire), and keepalive. A waiting
-call parks its task and is woken with its reply; cancelling it tells the session to drop
-the late reply. When the peer goes away, every waiting call, and every call after it,
-raises ConnectionClosed, and every event subscriber gets a last ConnectionClosedEvent.
+The sans-IO session (:mod:`pyvirtrpc.sansio.client`) keeps the protocol state; this
+module moves its bytes. Three background tasks run per connection: a reader (replies to
+their callers, events to their subscribers, pings answered), a writer (what could not be
+written at once, in order), and keepalive. On plain sockets a call writes itself, and a
+lone call reads its own reply, saving the task switches. A waiting call is woken with its
+reply; cancelling it tells the session to drop the late reply. When the peer goes away,
+every waiting call, and every call after it, raises ConnectionClosed, and every event
+subscriber gets a last ConnectionClosedEvent.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from pyvirtrpc.events import (
     StoragePoolEventID,
     decode_event,
 )
-from pyvirtrpc.gen import keepalive as keepalive_program
 from pyvirtrpc.gen import qemu
 from pyvirtrpc.gen import remote as wire
 from pyvirtrpc.gen.remote import REMOTE_PROGRAM, AuthType
@@ -77,7 +78,6 @@ R = TypeVar("R", bound=XdrStruct)
 
 READ_SIZE = 256 * 1024
 VIR_CONNECT_RO = 1
-CONNECT_LIST_DOMAINS_ACTIVE_INACTIVE = 3  # VIR_CONNECT_LIST_DOMAINS_ACTIVE | _INACTIVE
 
 
 class Feature(enum.IntEnum):
@@ -88,10 +88,9 @@ class Feature(enum.IntEnum):
     REMOTE_CLOSE_CALLBACK = 15
 
 
-_PROGRAMS: dict[type[enum.IntEnum], int] = {
+_PROGRAMS: dict[type[enum.IntEnum], int] = {  # keepalive is the session's own business
     wire.Procedure: REMOTE_PROGRAM,
     qemu.Procedure: qemu.QEMU_PROGRAM,
-    keepalive_program.Procedure: keepalive_program.KEEPALIVE_PROGRAM,
 }
 
 # Which libvirt source file an API lives in decides the domain of its local errors.
