@@ -13,6 +13,11 @@ sent its calls; ``async`` methods run as tasks, concurrently (up to the server's
 limit per client), as libvirtd's worker threads run them. A procedure without a method
 is answered as libvirt answers for a driver that lacks it ("this function is not
 supported by the connection driver: virX").
+
+A connection class with ``forwards = True`` (the relay) gets, once open, every call and
+stream packet undecoded in :meth:`BackendConnection.forward` (except the session's own
+procedures, see :class:`~pyvirtrpc.sansio.server.Forward`), and answers by emitting whole
+packets.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ from typing import Any, ClassVar, Protocol
 
 from pyvirtrpc.events import Event
 from pyvirtrpc.procedures import ProcedureInfo
-from pyvirtrpc.sansio.server import EventFamily
+from pyvirtrpc.sansio.framing import Packet
+from pyvirtrpc.sansio.server import EventFamily, Forward
 
 __all__ = ["Backend", "BackendConnection", "EmitEvent", "Implementation", "implements"]
 
-EmitEvent = Callable[[Event], None]
-"""How a backend connection hands an event to its client (never blocks)."""
+EmitEvent = Callable[[Event | Packet], None]
+"""How a backend connection hands an event to its client (never blocks).
+
+A :class:`~pyvirtrpc.events.ConnectionClosedEvent` says that the backend connection is
+gone: the client gets it (if it registered a close callback) and is then disconnected. A
+:class:`~pyvirtrpc.sansio.framing.Packet` (from a forwarding connection) is sent as it is.
+"""
 
 Implementation = tuple[Callable[..., Any], bool]
 """A bound method implementing a procedure, and whether it is ``async``."""
@@ -70,6 +81,7 @@ class BackendConnection:
     """
 
     event_families: ClassVar[frozenset[EventFamily]] = frozenset({EventFamily.DOMAIN})
+    forwards: ClassVar[bool] = False
     _procedures: ClassVar[dict[tuple[int, int], tuple[str, bool]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -88,6 +100,11 @@ class BackendConnection:
             return None
         name, is_async = entry
         return getattr(self, name), is_async
+
+    def forward(self, packet: Forward) -> None:
+        """With ``forwards``: a call or stream packet to forward (never blocks); answer a
+        call by emitting its REPLY packet, with the client's serial."""
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         """The client closed its connection (or went away)."""

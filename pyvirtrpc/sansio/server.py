@@ -27,6 +27,12 @@ a hypervisor driver, with libvirtd's exact errors:
 Outgoing events are bounded: :meth:`ServerSession.send_event` raises :class:`Overflow`
 when more than ``max_queued_events`` event packets wait to be sent (see
 pyvirtrpc.server for what the I/O layer does then).
+
+Forwarding (a relay): with :attr:`ServerSession.forwarding` set, once the connection is
+open every call except the session's own (AUTH_LIST, CONNECT_OPEN, CONNECT_CLOSE,
+CONNECT_SUPPORTS_FEATURE, the close callbacks) and every STREAM/STREAM_HOLE packet comes
+out undecoded, as a :class:`Forward`, whatever its procedure; the backend answers with
+whole packets (:meth:`ServerSession.send_packet`) and enforces read-only access itself.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from pyvirtrpc.gen.keepalive import Procedure as KeepaliveProc
 from pyvirtrpc.gen.remote import Procedure as P
 from pyvirtrpc.gen.virnet import MessageStatus, MessageType
 from pyvirtrpc.procedures import ProcedureInfo, ProcedureKind, lookup
-from pyvirtrpc.sansio.framing import MIN_PACKET, PREFIX, FrameDecoder, encode_packet
+from pyvirtrpc.sansio.framing import MIN_PACKET, PREFIX, FrameDecoder, Packet, encode_packet
 from pyvirtrpc.sansio.keepalive import PING_PACKET, PONG_PACKET, Keepalive, KeepaliveAction
 from pyvirtrpc.xdr import XdrStruct
 
@@ -77,6 +83,7 @@ __all__ = [
     "Call",
     "CloseBackend",
     "EventFamily",
+    "Forward",
     "Overflow",
     "ServerSession",
     "api_error_domain",
@@ -124,6 +131,25 @@ class Call:
     @property
     def procedure(self) -> int:
         return int(self.info.number)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A packet for a forwarding backend, undecoded (see :attr:`ServerSession.forwarding`).
+
+    A call (type CALL or CALL_WITH_FDS) holds its request slot until its REPLY leaves
+    (:meth:`ServerSession.send_packet`); a STREAM or STREAM_HOLE packet holds none.
+    ``info`` is the procedure's table row, or None for a procedure pyvirtrpc does not know.
+    """
+
+    prog: int
+    vers: int
+    proc: int
+    type: int
+    serial: int
+    status: int
+    payload: bytes
+    info: ProcedureInfo | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +238,14 @@ _LEGACY_REGISTRATIONS = frozenset(
 )
 # Session-level procedures that libvirtd answers before any connection is open.
 _BEFORE_OPEN = frozenset({P.AUTH_LIST, P.CONNECT_OPEN, P.CONNECT_CLOSE})
+# What the session answers itself (or hands on decoded) even when it forwards the rest.
+_NOT_FORWARDED = frozenset(
+    (_REMOTE, int(proc)) for proc in (
+        *_BEFORE_OPEN, P.CONNECT_SUPPORTS_FEATURE,
+        P.CONNECT_REGISTER_CLOSE_CALLBACK, P.CONNECT_UNREGISTER_CLOSE_CALLBACK,
+    )
+)
+_STREAM_TYPES = (MessageType.STREAM, MessageType.STREAM_HOLE)
 
 
 @dataclass(slots=True)
@@ -321,6 +355,7 @@ class ServerSession:
         self.is_open = False
         self.closing = False  # CONNECT_CLOSE answered: close once the reply is sent
         self.close_callback = False
+        self.forwarding = False  # hand calls on undecoded once open (see Forward)
         self._opening = False
         self._drop_after_open = False
         self._now = 0.0
@@ -364,20 +399,23 @@ class ServerSession:
 
     # ------------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes | bytearray, now: float) -> list[Call | CloseBackend]:
+    def receive_data(
+        self, data: bytes | bytearray, now: float
+    ) -> list[Call | CloseBackend | Forward]:
         """Feed bytes from the client; returns what the I/O layer must do, in order:
         answer each :class:`Call` (``reply``/``fail``, or ``opened``/``open_failed``
-        for CONNECT_OPEN), close the backend connection on :class:`CloseBackend`.
+        for CONNECT_OPEN), close the backend connection on :class:`CloseBackend`, hand
+        each :class:`Forward` to a forwarding backend.
 
         Raises FramingError for an invalid length word: close the connection.
         """
         self._pending.extend(self._decoder.feed_frames(data))
         return self.resume(now)
 
-    def resume(self, now: float) -> list[Call | CloseBackend]:
+    def resume(self, now: float) -> list[Call | CloseBackend | Forward]:
         """Take the packets that waited for a free request slot (see :attr:`wants_read`)."""
         self._now = now
-        todo: list[Call | CloseBackend] = []
+        todo: list[Call | CloseBackend | Forward] = []
         pending = self._pending
         while pending and self._in_flight < self.max_requests and not self.closing:
             if self.keepalive is not None:
@@ -387,7 +425,7 @@ class ServerSession:
                 todo.append(item)
         return todo
 
-    def _packet(self, frame: bytes) -> Call | CloseBackend | None:
+    def _packet(self, frame: bytes) -> Call | CloseBackend | Forward | None:
         _, prog, vers, proc, type_, serial, status = PREFIX.unpack_from(frame)
         if prog == KEEPALIVE_PROGRAM and vers == KEEPALIVE_PROTOCOL_VERSION and (
             type_ == MessageType.MESSAGE
@@ -396,6 +434,8 @@ class ServerSession:
                 self._queue(PONG_PACKET)
             return None  # PONGs and unknown keepalive messages only show liveness
         if type_ not in _CALL_TYPES:
+            if type_ in _STREAM_TYPES and self.forwarding and self.is_open:
+                return Forward(prog, vers, proc, type_, serial, status, frame[MIN_PACKET:], None)
             return None  # STREAM (no stream is open), REPLY, MESSAGE, unknown: dropped
         self._in_flight += 1
         if vers != 1 or prog not in self.programs:
@@ -409,6 +449,8 @@ class ServerSession:
                         _rpc_error(f"Unexpected message status {status}"))
             return None
         info = lookup(prog, proc)
+        if self.forwarding and self.is_open and (prog, proc) not in _NOT_FORWARDED:
+            return Forward(prog, vers, proc, type_, serial, status, frame[MIN_PACKET:], info)
         if info is None or info.kind == ProcedureKind.EVENT:
             self._error(prog, vers, proc, serial, _rpc_error(f"unknown procedure: {_signed(proc)}"))
             return None
@@ -627,15 +669,25 @@ class ServerSession:
         else:
             targets = self._targets(event)
         for callback_id in targets:
-            if self._out.events >= self.max_queued_events:
-                raise Overflow(
-                    f"{self._out.events} events wait for a client that does not read"
-                )
             proc, payload = encode_event(event, callback_id)
-            self._queue(encode_packet(_REMOTE, 1, proc, MessageType.MESSAGE, 1,
-                                      MessageStatus.OK, payload))
-            self._out.events += 1
+            self._queue_event(encode_packet(_REMOTE, 1, proc, MessageType.MESSAGE, 1,
+                                            MessageStatus.OK, payload))
         return len(targets)
+
+    def _queue_event(self, packet: bytes) -> None:
+        if self._out.events >= self.max_queued_events:
+            raise Overflow(f"{self._out.events} events wait for a client that does not read")
+        self._queue(packet)
+        self._out.events += 1
+
+    def send_packet(self, packet: Packet) -> None:
+        """Queue a packet a forwarding backend made: the REPLY to a :class:`Forward` call
+        (its request slot is released once it leaves), or a MESSAGE or stream packet,
+        bounded as events are (raises :class:`Overflow`)."""
+        if packet.type == MessageType.REPLY:
+            self._queue(packet.to_bytes(), reply=True)
+        else:
+            self._queue_event(packet.to_bytes())
 
     def _targets(self, event: Event) -> list[int | None]:
         family = _event_family(event)
