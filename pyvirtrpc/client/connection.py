@@ -17,7 +17,7 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
@@ -66,13 +66,19 @@ from pyvirtrpc.sansio.client import (
     ErrorReply,
     Reply,
     ServerMessage,
+    StreamPacket,
 )
+from pyvirtrpc.sansio.framing import Packet
 from pyvirtrpc.transport import open_transport
 from pyvirtrpc.typedparams import TypedValue, decode_params
 from pyvirtrpc.uri import ParsedURI, parse_uri
 from pyvirtrpc.xdr import XdrStruct
 
 log = logging.getLogger("pyvirtrpc.client")
+
+Done = Callable[[outcome.Outcome[bytes]], None]
+"""Where the reply to a forwarded call goes (see :meth:`Connection.forward_call`)."""
+_Task = trio.lowlevel.Task
 
 R = TypeVar("R", bound=XdrStruct)
 
@@ -139,7 +145,7 @@ class Connection:
         self.server_event_callbacks = False
         self.server_close_callback = False
         self._stream = stream
-        self._session: ClientSession[trio.lowlevel.Task] = ClientSession(max_in_flight)
+        self._session: ClientSession[_Task | Done] = ClientSession(max_in_flight)
         self._writer = trio.lowlevel.ParkingLot()
         self._unsent = b""  # bytes taken from the session that the writer must send first
         self._reader: trio.lowlevel.Task | None = None  # a caller reading the socket itself
@@ -152,6 +158,9 @@ class Connection:
         self._registrations: dict[tuple[Family, int, object], Registration] = {}
         self._by_callback: dict[tuple[Family, int], Registration] = {}
         self._streams: set[EventStream] = set()
+        self.close_reason: CloseReason | None = None  # why the connection is gone
+        self._forward_messages: Callable[[int, int, bytes], None] | None = None
+        self._stream_handlers: dict[int, Callable[[Packet], None]] = {}
 
     # ---------------------------------------------------------------- state
 
@@ -305,7 +314,7 @@ class Connection:
             self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
 
     def _process(self, data: bytes, me: trio.lowlevel.Task | None
-                 ) -> Reply[trio.lowlevel.Task] | ErrorReply[trio.lowlevel.Task] | None:
+                 ) -> Reply[_Task | Done] | ErrorReply[_Task | Done] | None:
         """Act on bytes read: wake callers, fan out events, answer pings.
 
         Returns the reply for ``me`` (a caller reading for itself) if it was among them.
@@ -321,20 +330,30 @@ class Connection:
         except ProtocolError as exc:
             self._lose(f"protocol error from the daemon: {exc}", CloseReason.ERROR, exc)
             return None
-        mine: Reply[trio.lowlevel.Task] | ErrorReply[trio.lowlevel.Task] | None = None
+        mine: Reply[_Task | Done] | ErrorReply[_Task | Done] | None = None
         for event in events:
             if type(event) is Reply:
-                if event.token is me:
+                token = event.token
+                if token is me:
                     mine = event
+                elif type(token) is _Task:
+                    trio.lowlevel.reschedule(token, outcome.Value(event.payload))
                 else:
-                    trio.lowlevel.reschedule(event.token, outcome.Value(event.payload))
+                    token(outcome.Value(event.payload))
             elif type(event) is ErrorReply:
-                if event.token is me:
+                token = event.token
+                if token is me:
                     mine = event
+                elif type(token) is _Task:
+                    trio.lowlevel.reschedule(token, outcome.Error(event.error))
                 else:
-                    trio.lowlevel.reschedule(event.token, outcome.Error(event.error))
+                    token(outcome.Error(event.error))
             elif type(event) is ServerMessage:
                 self._on_message(event.prog, event.proc, event.payload)
+            elif type(event) is StreamPacket:
+                handler = self._stream_handlers.get(event.packet.serial)
+                if handler is not None:
+                    handler(event.packet)
         self._flush()
         return mine
 
@@ -385,7 +404,8 @@ class Connection:
         keepalive tick, which wakes it to read the daemon's pings.
         """
         session = self._session
-        return bool(session.in_flight or self._streams or session.keepalive is None)
+        return bool(session.in_flight or self._streams or session.keepalive is None
+                    or self._forward_messages is not None)
 
     async def _read_loop(self) -> None:
         """The background reader: events and pings while idle, replies of waiting callers."""
@@ -445,8 +465,11 @@ class Connection:
         closed = ConnectionClosed(message)
         closed.__cause__ = cause
         self._closed = closed
+        self.close_reason = reason
         for task in self._session.close(closed):
-            if task is not self._reader:
+            if type(task) is not _Task:
+                task(outcome.Error(_fresh(closed)))  # type: ignore[operator]
+            elif task is not self._reader:
                 trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
         if self._reader is not None and self._fd is not None:
             trio.lowlevel.notify_closing(self._fd)  # the reading caller wakes and raises
@@ -462,6 +485,9 @@ class Connection:
     # ------------------------------------------------------------- events
 
     def _on_message(self, prog: int, proc: int, payload: bytes) -> None:
+        if self._forward_messages is not None:
+            self._forward_messages(prog, proc, payload)
+            return
         if prog != REMOTE_PROGRAM:
             return  # QEMU monitor events: nobody can subscribe to them here
         try:
@@ -642,6 +668,46 @@ class Connection:
             if self._registrations.get(registration.key) is registration:
                 del self._registrations[registration.key]
             registration.gone.set()
+
+    # ---------------------------------------------- forwarding (the relay backend)
+    #
+    # A relay passes calls, replies, events and stream packets through undecoded and in
+    # the order they come: a reply goes to a callback, called by whoever reads it.
+
+    def forward_messages(self, handler: Callable[[int, int, bytes], None]) -> None:
+        """Hand every MESSAGE from the daemon but keepalive's, undecoded (prog, proc,
+        payload), to ``handler`` instead of the event subscriptions."""
+        self._forward_messages = handler
+        self._reader_free.unpark()  # from now on someone always reads
+
+    def forward_call(self, prog: int, vers: int, proc: int, payload: bytes, done: Done,
+                     stream: Callable[[Packet], None] | None = None) -> int:
+        """Send a call undecoded, now (never blocks); returns its serial.
+
+        ``done`` gets the reply payload, or its error (a RemoteError, ConnectionClosed
+        if the connection goes first...). With ``stream``, the call opens a stream whose
+        packets from the daemon go to ``stream`` until :meth:`close_stream`.
+        """
+        if self._closed is not None:
+            raise _fresh(self._closed)
+        serial = self._session.call(prog, vers, proc, payload, done)
+        if stream is not None:
+            self._session.open_stream(serial)
+            self._stream_handlers[serial] = stream
+        self._flush()
+        if self._reader is None:
+            self._reader_free.unpark()
+        return serial
+
+    def send_stream(self, packet: Packet) -> None:
+        """Send a STREAM or STREAM_HOLE packet of a stream :meth:`forward_call` opened."""
+        if self._closed is None:
+            self._session.send_packet(packet.to_bytes())
+            self._flush()
+
+    def close_stream(self, serial: int) -> None:
+        self._session.close_stream(serial)
+        self._stream_handlers.pop(serial, None)
 
     # ---------------------------------------------------------- open/close
 

@@ -144,6 +144,10 @@ class ClientSession(Generic[T]):
     def close_stream(self, serial: int) -> None:
         self._streams.discard(serial)
 
+    def send_packet(self, packet: bytes) -> None:
+        """Queue a whole packet as it is (a stream's data, finish or abort)."""
+        self._outbox.append(packet)
+
     # -------------------------------------------------------------- keepalive
 
     def start_keepalive(self, interval: float, count: int, now: float) -> None:
