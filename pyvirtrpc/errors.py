@@ -88,6 +88,7 @@ class RemoteError(Error):
         self.message = message
         self.str1, self.str2, self.str3 = str1, str2, str3
         self.int1, self.int2 = int1, int2
+        self.wire: MessageError | None = None  # as received (from_wire), for to_wire
 
     @staticmethod
     def create(
@@ -113,7 +114,9 @@ class RemoteError(Error):
 
     @classmethod
     def from_wire(cls, err: MessageError) -> RemoteError:
-        return RemoteError.create(
+        """The error a peer sent; :meth:`to_wire` gives it back as it came (a relay's
+        errors are byte for byte the upstream's, the unused ``dom``/``net`` included)."""
+        exc = RemoteError.create(
             err.code,
             err.domain,
             err.message,
@@ -124,8 +127,12 @@ class RemoteError(Error):
             int1=err.int1,
             int2=err.int2,
         )
+        exc.wire = err
+        return exc
 
     def to_wire(self) -> MessageError:
+        if self.wire is not None:
+            return self.wire
         from pyvirtrpc.gen.virnet import MessageError
 
         return MessageError(
@@ -201,4 +208,5 @@ _TEMPLATES: dict[ErrorNumber, tuple[str, str]] = {
     ErrorNumber.CONFIG_UNSUPPORTED: ("unsupported configuration", "unsupported configuration: %s"),
     ErrorNumber.ARGUMENT_UNSUPPORTED: ("argument unsupported", "argument unsupported: %s"),
     ErrorNumber.OPERATION_UNSUPPORTED: ("Operation not supported", "Operation not supported: %s"),
+    ErrorNumber.ACCESS_DENIED: ("access denied", "access denied: %s"),
 }
