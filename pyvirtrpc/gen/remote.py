@@ -18,6 +18,7 @@ _S_IQQIQ = struct.Struct('>IQQIQ')
 _S_Q = struct.Struct('>Q')
 _S_QI = struct.Struct('>QI')
 _S_QQ = struct.Struct('>QQ')
+_S_QQI = struct.Struct('>QQI')
 _S_QQQ = struct.Struct('>QQQ')
 _S_Qiiiiii = struct.Struct('>Qiiiiii')
 _S_d = struct.Struct('>d')
@@ -4598,6 +4599,416 @@ SecretEventValueChangedMsg.xdr_type = xdr.StructType(
 )
 
 
+@dataclass(slots=True)
+class NonnullStorageVol(xdr.XdrStruct):
+    pool: str
+    name: str
+    key: str
+
+    def pack_into(self, out: bytearray) -> None:
+        xdr.pack_string(out, self.pool, 4194304, 'remote_nonnull_storage_vol.pool')
+        xdr.pack_string(out, self.name, 4194304, 'remote_nonnull_storage_vol.name')
+        xdr.pack_string(out, self.key, 4194304, 'remote_nonnull_storage_vol.key')
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        raw115, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_storage_vol.pool')
+        f_pool = raw115.decode('utf-8', 'surrogateescape')
+        raw116, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_storage_vol.name')
+        f_name = raw116.decode('utf-8', 'surrogateescape')
+        raw117, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_nonnull_storage_vol.key')
+        f_key = raw117.decode('utf-8', 'surrogateescape')
+        return cls(f_pool, f_name, f_key), pos
+
+
+NonnullStorageVol.xdr_type = xdr.StructType(
+    'remote_nonnull_storage_vol',
+    NonnullStorageVol,
+    (
+        ('pool', xdr.StringType(4194304)),
+        ('name', xdr.StringType(4194304)),
+        ('key', xdr.StringType(4194304)),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainScreenshotArgs(xdr.XdrStruct):
+    dom: NonnullDomain
+    screen: int
+    flags: int
+
+    def pack_into(self, out: bytearray) -> None:
+        self.dom.pack_into(out)
+        out += _S_II.pack(self.screen, self.flags)
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_dom, pos = NonnullDomain.unpack_from(buf, pos)
+        f_screen, f_flags = _S_II.unpack_from(buf, pos)
+        pos += 8
+        return cls(f_dom, f_screen, f_flags), pos
+
+
+DomainScreenshotArgs.xdr_type = xdr.StructType(
+    'remote_domain_screenshot_args',
+    DomainScreenshotArgs,
+    (
+        ('dom', NonnullDomain.xdr_type),
+        ('screen', xdr.UINT),
+        ('flags', xdr.UINT),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainScreenshotRet(xdr.XdrStruct):
+    mime: str | None
+
+    def pack_into(self, out: bytearray) -> None:
+        if self.mime is None:
+            out += xdr.ABSENT
+        else:
+            out += xdr.PRESENT
+            xdr.pack_string(out, self.mime, 4194304, 'remote_domain_screenshot_ret.mime')
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_mime: str | None = None
+        present118, pos = xdr.unpack_flag(buf, pos, 'remote_domain_screenshot_ret.mime')
+        if present118:
+            raw119, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_screenshot_ret.mime')
+            f_mime = raw119.decode('utf-8', 'surrogateescape')
+        return cls(f_mime), pos
+
+
+DomainScreenshotRet.xdr_type = xdr.StructType(
+    'remote_domain_screenshot_ret',
+    DomainScreenshotRet,
+    (
+        ('mime', xdr.OptionalType(xdr.StringType(4194304))),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainOpenConsoleArgs(xdr.XdrStruct):
+    dom: NonnullDomain
+    dev_name: str | None
+    flags: int
+
+    def pack_into(self, out: bytearray) -> None:
+        self.dom.pack_into(out)
+        if self.dev_name is None:
+            out += xdr.ABSENT
+        else:
+            out += xdr.PRESENT
+            xdr.pack_string(out, self.dev_name, 4194304, 'remote_domain_open_console_args.dev_name')
+        out += _S_I.pack(self.flags)
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_dom, pos = NonnullDomain.unpack_from(buf, pos)
+        f_dev_name: str | None = None
+        present120, pos = xdr.unpack_flag(buf, pos, 'remote_domain_open_console_args.dev_name')
+        if present120:
+            raw121, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_open_console_args.dev_name')
+            f_dev_name = raw121.decode('utf-8', 'surrogateescape')
+        (f_flags,) = _S_I.unpack_from(buf, pos)
+        pos += 4
+        return cls(f_dom, f_dev_name, f_flags), pos
+
+
+DomainOpenConsoleArgs.xdr_type = xdr.StructType(
+    'remote_domain_open_console_args',
+    DomainOpenConsoleArgs,
+    (
+        ('dom', NonnullDomain.xdr_type),
+        ('dev_name', xdr.OptionalType(xdr.StringType(4194304))),
+        ('flags', xdr.UINT),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainOpenChannelArgs(xdr.XdrStruct):
+    dom: NonnullDomain
+    name: str | None
+    flags: int
+
+    def pack_into(self, out: bytearray) -> None:
+        self.dom.pack_into(out)
+        if self.name is None:
+            out += xdr.ABSENT
+        else:
+            out += xdr.PRESENT
+            xdr.pack_string(out, self.name, 4194304, 'remote_domain_open_channel_args.name')
+        out += _S_I.pack(self.flags)
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_dom, pos = NonnullDomain.unpack_from(buf, pos)
+        f_name: str | None = None
+        present122, pos = xdr.unpack_flag(buf, pos, 'remote_domain_open_channel_args.name')
+        if present122:
+            raw123, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_open_channel_args.name')
+            f_name = raw123.decode('utf-8', 'surrogateescape')
+        (f_flags,) = _S_I.unpack_from(buf, pos)
+        pos += 4
+        return cls(f_dom, f_name, f_flags), pos
+
+
+DomainOpenChannelArgs.xdr_type = xdr.StructType(
+    'remote_domain_open_channel_args',
+    DomainOpenChannelArgs,
+    (
+        ('dom', NonnullDomain.xdr_type),
+        ('name', xdr.OptionalType(xdr.StringType(4194304))),
+        ('flags', xdr.UINT),
+    ),
+)
+
+
+@dataclass(slots=True)
+class StorageVolUploadArgs(xdr.XdrStruct):
+    vol: NonnullStorageVol
+    offset: int
+    length: int
+    flags: int
+
+    def pack_into(self, out: bytearray) -> None:
+        self.vol.pack_into(out)
+        out += _S_QQI.pack(self.offset, self.length, self.flags)
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_vol, pos = NonnullStorageVol.unpack_from(buf, pos)
+        f_offset, f_length, f_flags = _S_QQI.unpack_from(buf, pos)
+        pos += 20
+        return cls(f_vol, f_offset, f_length, f_flags), pos
+
+
+StorageVolUploadArgs.xdr_type = xdr.StructType(
+    'remote_storage_vol_upload_args',
+    StorageVolUploadArgs,
+    (
+        ('vol', NonnullStorageVol.xdr_type),
+        ('offset', xdr.UHYPER),
+        ('length', xdr.UHYPER),
+        ('flags', xdr.UINT),
+    ),
+)
+
+
+@dataclass(slots=True)
+class StorageVolDownloadArgs(xdr.XdrStruct):
+    vol: NonnullStorageVol
+    offset: int
+    length: int
+    flags: int
+
+    def pack_into(self, out: bytearray) -> None:
+        self.vol.pack_into(out)
+        out += _S_QQI.pack(self.offset, self.length, self.flags)
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_vol, pos = NonnullStorageVol.unpack_from(buf, pos)
+        f_offset, f_length, f_flags = _S_QQI.unpack_from(buf, pos)
+        pos += 20
+        return cls(f_vol, f_offset, f_length, f_flags), pos
+
+
+StorageVolDownloadArgs.xdr_type = xdr.StructType(
+    'remote_storage_vol_download_args',
+    StorageVolDownloadArgs,
+    (
+        ('vol', NonnullStorageVol.xdr_type),
+        ('offset', xdr.UHYPER),
+        ('length', xdr.UHYPER),
+        ('flags', xdr.UINT),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainMigratePrepareTunnelArgs(xdr.XdrStruct):
+    flags: int
+    dname: str | None
+    resource: int
+    dom_xml: str
+
+    def pack_into(self, out: bytearray) -> None:
+        out += _S_Q.pack(self.flags)
+        if self.dname is None:
+            out += xdr.ABSENT
+        else:
+            out += xdr.PRESENT
+            xdr.pack_string(out, self.dname, 4194304, 'remote_domain_migrate_prepare_tunnel_args.dname')
+        out += _S_Q.pack(self.resource)
+        xdr.pack_string(out, self.dom_xml, 4194304, 'remote_domain_migrate_prepare_tunnel_args.dom_xml')
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        (f_flags,) = _S_Q.unpack_from(buf, pos)
+        pos += 8
+        f_dname: str | None = None
+        present124, pos = xdr.unpack_flag(buf, pos, 'remote_domain_migrate_prepare_tunnel_args.dname')
+        if present124:
+            raw125, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel_args.dname')
+            f_dname = raw125.decode('utf-8', 'surrogateescape')
+        (f_resource,) = _S_Q.unpack_from(buf, pos)
+        pos += 8
+        raw126, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel_args.dom_xml')
+        f_dom_xml = raw126.decode('utf-8', 'surrogateescape')
+        return cls(f_flags, f_dname, f_resource, f_dom_xml), pos
+
+
+DomainMigratePrepareTunnelArgs.xdr_type = xdr.StructType(
+    'remote_domain_migrate_prepare_tunnel_args',
+    DomainMigratePrepareTunnelArgs,
+    (
+        ('flags', xdr.UHYPER),
+        ('dname', xdr.OptionalType(xdr.StringType(4194304))),
+        ('resource', xdr.UHYPER),
+        ('dom_xml', xdr.StringType(4194304)),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainMigratePrepareTunnel3Args(xdr.XdrStruct):
+    cookie_in: bytes
+    flags: int
+    dname: str | None
+    resource: int
+    dom_xml: str
+
+    def pack_into(self, out: bytearray) -> None:
+        xdr.pack_opaque(out, self.cookie_in, 4194304, 'remote_domain_migrate_prepare_tunnel3_args.cookie_in')
+        out += _S_Q.pack(self.flags)
+        if self.dname is None:
+            out += xdr.ABSENT
+        else:
+            out += xdr.PRESENT
+            xdr.pack_string(out, self.dname, 4194304, 'remote_domain_migrate_prepare_tunnel3_args.dname')
+        out += _S_Q.pack(self.resource)
+        xdr.pack_string(out, self.dom_xml, 4194304, 'remote_domain_migrate_prepare_tunnel3_args.dom_xml')
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_cookie_in, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel3_args.cookie_in')
+        (f_flags,) = _S_Q.unpack_from(buf, pos)
+        pos += 8
+        f_dname: str | None = None
+        present127, pos = xdr.unpack_flag(buf, pos, 'remote_domain_migrate_prepare_tunnel3_args.dname')
+        if present127:
+            raw128, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel3_args.dname')
+            f_dname = raw128.decode('utf-8', 'surrogateescape')
+        (f_resource,) = _S_Q.unpack_from(buf, pos)
+        pos += 8
+        raw129, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel3_args.dom_xml')
+        f_dom_xml = raw129.decode('utf-8', 'surrogateescape')
+        return cls(f_cookie_in, f_flags, f_dname, f_resource, f_dom_xml), pos
+
+
+DomainMigratePrepareTunnel3Args.xdr_type = xdr.StructType(
+    'remote_domain_migrate_prepare_tunnel3_args',
+    DomainMigratePrepareTunnel3Args,
+    (
+        ('cookie_in', xdr.OpaqueType(4194304)),
+        ('flags', xdr.UHYPER),
+        ('dname', xdr.OptionalType(xdr.StringType(4194304))),
+        ('resource', xdr.UHYPER),
+        ('dom_xml', xdr.StringType(4194304)),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainMigratePrepareTunnel3Ret(xdr.XdrStruct):
+    cookie_out: bytes
+
+    def pack_into(self, out: bytearray) -> None:
+        xdr.pack_opaque(out, self.cookie_out, 4194304, 'remote_domain_migrate_prepare_tunnel3_ret.cookie_out')
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_cookie_out, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel3_ret.cookie_out')
+        return cls(f_cookie_out), pos
+
+
+DomainMigratePrepareTunnel3Ret.xdr_type = xdr.StructType(
+    'remote_domain_migrate_prepare_tunnel3_ret',
+    DomainMigratePrepareTunnel3Ret,
+    (
+        ('cookie_out', xdr.OpaqueType(4194304)),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainMigratePrepareTunnel3ParamsArgs(xdr.XdrStruct):
+    params: list[TypedParam]
+    cookie_in: bytes
+    flags: int
+
+    def pack_into(self, out: bytearray) -> None:
+        xdr.pack_count(out, self.params, 64, 'remote_domain_migrate_prepare_tunnel3_params_args.params')
+        for item130 in self.params:
+            item130.pack_into(out)
+        xdr.pack_opaque(out, self.cookie_in, 4194304, 'remote_domain_migrate_prepare_tunnel3_params_args.cookie_in')
+        out += _S_I.pack(self.flags)
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        count131, pos = xdr.unpack_count(buf, pos, 64, 'remote_domain_migrate_prepare_tunnel3_params_args.params')
+        f_params: list[TypedParam] = []
+        for _ in range(count131):
+            raw133, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_typed_param.field')
+            item132_field = raw133.decode('utf-8', 'surrogateescape')
+            item132_value, pos = TypedParamValue.unpack_from(buf, pos)
+            item132 = TypedParam(item132_field, item132_value)
+            f_params.append(item132)
+        f_cookie_in, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel3_params_args.cookie_in')
+        (f_flags,) = _S_I.unpack_from(buf, pos)
+        pos += 4
+        return cls(f_params, f_cookie_in, f_flags), pos
+
+
+DomainMigratePrepareTunnel3ParamsArgs.xdr_type = xdr.StructType(
+    'remote_domain_migrate_prepare_tunnel3_params_args',
+    DomainMigratePrepareTunnel3ParamsArgs,
+    (
+        ('params', xdr.ArrayType(TypedParam.xdr_type, 64)),
+        ('cookie_in', xdr.OpaqueType(4194304)),
+        ('flags', xdr.UINT),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DomainMigratePrepareTunnel3ParamsRet(xdr.XdrStruct):
+    cookie_out: bytes
+
+    def pack_into(self, out: bytearray) -> None:
+        xdr.pack_opaque(out, self.cookie_out, 4194304, 'remote_domain_migrate_prepare_tunnel3_params_ret.cookie_out')
+
+    @classmethod
+    def unpack_from(cls, buf: bytes, pos: int) -> tuple[Self, int]:
+        f_cookie_out, pos = xdr.unpack_opaque(buf, pos, 4194304, 'remote_domain_migrate_prepare_tunnel3_params_ret.cookie_out')
+        return cls(f_cookie_out), pos
+
+
+DomainMigratePrepareTunnel3ParamsRet.xdr_type = xdr.StructType(
+    'remote_domain_migrate_prepare_tunnel3_params_ret',
+    DomainMigratePrepareTunnel3ParamsRet,
+    (
+        ('cookie_out', xdr.OpaqueType(4194304)),
+    ),
+)
+
+
 class Procedure(enum.IntEnum):
     AUTH_LIST = 66
     AUTH_POLKIT = 70
@@ -4668,6 +5079,14 @@ class Procedure(enum.IntEnum):
     CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY = 375
     CONNECT_SECRET_EVENT_REGISTER_ANY = 380
     CONNECT_SECRET_EVENT_DEREGISTER_ANY = 381
+    DOMAIN_MIGRATE_PREPARE_TUNNEL = 148
+    DOMAIN_OPEN_CONSOLE = 201
+    STORAGE_VOL_UPLOAD = 208
+    STORAGE_VOL_DOWNLOAD = 209
+    DOMAIN_SCREENSHOT = 211
+    DOMAIN_MIGRATE_PREPARE_TUNNEL3 = 215
+    DOMAIN_OPEN_CHANNEL = 296
+    DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS = 304
     DOMAIN_EVENT_LIFECYCLE = 107
     DOMAIN_EVENT_REBOOT = 169
     DOMAIN_EVENT_RTC_CHANGE = 170
@@ -4790,6 +5209,14 @@ REMOTE_PROC_CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY = Procedure.CONNECT_NODE_DEVI
 REMOTE_PROC_CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY = Procedure.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY
 REMOTE_PROC_CONNECT_SECRET_EVENT_REGISTER_ANY = Procedure.CONNECT_SECRET_EVENT_REGISTER_ANY
 REMOTE_PROC_CONNECT_SECRET_EVENT_DEREGISTER_ANY = Procedure.CONNECT_SECRET_EVENT_DEREGISTER_ANY
+REMOTE_PROC_DOMAIN_MIGRATE_PREPARE_TUNNEL = Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL
+REMOTE_PROC_DOMAIN_OPEN_CONSOLE = Procedure.DOMAIN_OPEN_CONSOLE
+REMOTE_PROC_STORAGE_VOL_UPLOAD = Procedure.STORAGE_VOL_UPLOAD
+REMOTE_PROC_STORAGE_VOL_DOWNLOAD = Procedure.STORAGE_VOL_DOWNLOAD
+REMOTE_PROC_DOMAIN_SCREENSHOT = Procedure.DOMAIN_SCREENSHOT
+REMOTE_PROC_DOMAIN_MIGRATE_PREPARE_TUNNEL3 = Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL3
+REMOTE_PROC_DOMAIN_OPEN_CHANNEL = Procedure.DOMAIN_OPEN_CHANNEL
+REMOTE_PROC_DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS = Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS
 REMOTE_PROC_DOMAIN_EVENT_LIFECYCLE = Procedure.DOMAIN_EVENT_LIFECYCLE
 REMOTE_PROC_DOMAIN_EVENT_REBOOT = Procedure.DOMAIN_EVENT_REBOOT
 REMOTE_PROC_DOMAIN_EVENT_RTC_CHANGE = Procedure.DOMAIN_EVENT_RTC_CHANGE
@@ -4913,6 +5340,14 @@ PROCEDURES: dict[int, ProcedureInfo] = {
     Procedure.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY, 'virConnectNodeDeviceEventDeregisterAny', args=ConnectNodeDeviceEventDeregisterAnyArgs),
     Procedure.CONNECT_SECRET_EVENT_REGISTER_ANY: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.CONNECT_SECRET_EVENT_REGISTER_ANY, 'virConnectSecretEventRegisterAny', args=ConnectSecretEventRegisterAnyArgs, ret=ConnectSecretEventRegisterAnyRet),
     Procedure.CONNECT_SECRET_EVENT_DEREGISTER_ANY: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.CONNECT_SECRET_EVENT_DEREGISTER_ANY, 'virConnectSecretEventDeregisterAny', args=ConnectSecretEventDeregisterAnyArgs),
+    Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL, 'virDomainMigratePrepareTunnel', args=DomainMigratePrepareTunnelArgs, kind=ProcedureKind.STREAM, stream='write', writes=True),
+    Procedure.DOMAIN_OPEN_CONSOLE: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_OPEN_CONSOLE, 'virDomainOpenConsole', args=DomainOpenConsoleArgs, kind=ProcedureKind.STREAM, stream='both', writes=True),
+    Procedure.STORAGE_VOL_UPLOAD: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.STORAGE_VOL_UPLOAD, 'virStorageVolUpload', args=StorageVolUploadArgs, kind=ProcedureKind.STREAM, stream='write', writes=True),
+    Procedure.STORAGE_VOL_DOWNLOAD: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.STORAGE_VOL_DOWNLOAD, 'virStorageVolDownload', args=StorageVolDownloadArgs, kind=ProcedureKind.STREAM, stream='read', writes=True),
+    Procedure.DOMAIN_SCREENSHOT: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_SCREENSHOT, 'virDomainScreenshot', args=DomainScreenshotArgs, ret=DomainScreenshotRet, kind=ProcedureKind.STREAM, stream='read', writes=True),
+    Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL3: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL3, 'virDomainMigratePrepareTunnel3', args=DomainMigratePrepareTunnel3Args, ret=DomainMigratePrepareTunnel3Ret, kind=ProcedureKind.STREAM, stream='write', writes=True),
+    Procedure.DOMAIN_OPEN_CHANNEL: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_OPEN_CHANNEL, 'virDomainOpenChannel', args=DomainOpenChannelArgs, kind=ProcedureKind.STREAM, stream='both', writes=True),
+    Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS, 'virDomainMigratePrepareTunnel3Params', args=DomainMigratePrepareTunnel3ParamsArgs, ret=DomainMigratePrepareTunnel3ParamsRet, kind=ProcedureKind.STREAM, stream='write', writes=True),
     Procedure.DOMAIN_EVENT_LIFECYCLE: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_EVENT_LIFECYCLE, 'virDomainEventLifecycle', args=DomainEventLifecycleMsg, kind=ProcedureKind.EVENT),
     Procedure.DOMAIN_EVENT_REBOOT: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_EVENT_REBOOT, 'virDomainEventReboot', args=DomainEventRebootMsg, kind=ProcedureKind.EVENT),
     Procedure.DOMAIN_EVENT_RTC_CHANGE: ProcedureInfo(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, Procedure.DOMAIN_EVENT_RTC_CHANGE, 'virDomainEventRtcChange', args=DomainEventRtcChangeMsg, kind=ProcedureKind.EVENT),
