@@ -312,6 +312,13 @@ def no_support(info: ProcedureInfo) -> RemoteError:
     return RemoteError.report(ErrorNumber.NO_SUPPORT, api_error_domain(info.api), info.api)
 
 
+def read_only_denied(api: str) -> RemoteError:
+    """What libvirt answers when ``api`` is called on a read-only connection."""
+    return RemoteError.report(
+        ErrorNumber.OPERATION_DENIED, api_error_domain(api), f"read only access prevents {api}"
+    )
+
+
 @dataclass(slots=True)
 class _Outbox:
     packets: list[bytes] = field(default_factory=list)
@@ -496,11 +503,7 @@ class ServerSession:
             if handled:
                 return None
         if call.info.writes and self.readonly:
-            api = call.info.api
-            raise RemoteError.report(
-                ErrorNumber.OPERATION_DENIED, api_error_domain(api),
-                f"read only access prevents {api}",
-            )
+            raise read_only_denied(call.info.api)
         return call
 
     def _open(self, call: Call) -> Call | None:
