@@ -446,3 +446,15 @@ async def test_events_are_read_while_idle(kind: str) -> None:
         with trio.fail_after(1):
             item = await events.receive()
         assert isinstance(item, LifecycleEvent) and item.event == 3
+
+
+async def test_wait_closed_notices_a_hang_up_between_calls(kind: str) -> None:
+    async with connected(kind, keepalive=(60, 5)) as (conn, daemon):
+        assert await conn.get_hostname() == "fake"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.wait_closed)
+            await trio.sleep(0.01)
+            await daemon.stream.aclose()
+            with trio.fail_after(1):
+                await conn.wait_closed()
+        assert conn.closed

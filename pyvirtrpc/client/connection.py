@@ -154,6 +154,7 @@ class Connection:
         self._closed: ConnectionClosed | None = None
         self._closing = False
         self._closed_event = trio.Event()
+        self._closed_watchers = 0
         self._nursery: trio.Nursery | None = None
         self._registrations: dict[tuple[Family, int, object], Registration] = {}
         self._by_callback: dict[tuple[Family, int], Registration] = {}
@@ -171,7 +172,12 @@ class Connection:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
-        await self._closed_event.wait()
+        self._closed_watchers += 1
+        self._reader_free.unpark()  # the peer's hang-up must be read as it happens
+        try:
+            await self._closed_event.wait()
+        finally:
+            self._closed_watchers -= 1
 
     # ---------------------------------------------------------------- calls
 
