@@ -188,6 +188,7 @@ _TEMPLATES: dict[ErrorNumber, tuple[str, str]] = {
         "no connection driver available for %s",
     ),
     ErrorNumber.INVALID_ARG: ("invalid argument", "invalid argument: %s"),
+    ErrorNumber.AUTH_FAILED: ("authentication failed", "authentication failed: %s"),
     ErrorNumber.OPERATION_FAILED: ("operation failed", "operation failed: %s"),
     ErrorNumber.NO_NAME: ("missing name information", "missing name information in %s"),
     ErrorNumber.XML_ERROR: (

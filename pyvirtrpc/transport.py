@@ -119,9 +119,8 @@ async def open_tls(target: ParsedURI, context: ssl.SSLContext) -> trio.SSLStream
         raise
     if verdict != b"\x01":
         await trio.aclose_forcefully(stream)
-        raise RemoteError.create(
-            ErrorNumber.RPC,
-            ErrorDomain.RPC,
+        raise RemoteError.report(
+            ErrorNumber.RPC, ErrorDomain.RPC,
             "server verification (of our certificate or IP address) failed",
         )
     return stream

@@ -69,6 +69,7 @@ from pyvirtrpc.sansio.client import (
     StreamPacket,
 )
 from pyvirtrpc.sansio.framing import Packet
+from pyvirtrpc.sansio.server import api_error_domain, read_only_denied
 from pyvirtrpc.transport import open_transport
 from pyvirtrpc.typedparams import TypedValue, decode_params
 from pyvirtrpc.uri import ParsedURI, parse_uri
@@ -98,15 +99,6 @@ _PROGRAMS: dict[type[enum.IntEnum], int] = {  # keepalive is the session's own b
     wire.Procedure: REMOTE_PROGRAM,
     qemu.Procedure: qemu.QEMU_PROGRAM,
 }
-
-# Which libvirt source file an API lives in decides the domain of its local errors.
-_API_ERROR_DOMAINS = (
-    ("virNodeDevice", ErrorDomain.NODEDEV),
-    ("virNetwork", ErrorDomain.NETWORK),
-    ("virStorage", ErrorDomain.STORAGE),
-    ("virSecret", ErrorDomain.SECRET),
-)
-
 
 def procedure_info(procedure: enum.IntEnum | ProcedureInfo) -> ProcedureInfo:
     """The table row of ``procedure`` (``remote.Procedure.X``, ``qemu.Procedure.Y``...)."""
@@ -244,19 +236,13 @@ class Connection:
             what = "an event" if info.kind is ProcedureKind.EVENT else (
                 "a stream procedure" if info.kind is ProcedureKind.STREAM
                 else "a procedure passing file descriptors")
-            raise RemoteError.create(
-                ErrorNumber.NO_SUPPORT, ErrorDomain.RPC,
-                f"this function is not supported by the connection driver: {info.api} "
-                f"({info.name} is {what}, which pyvirtrpc's client does not call)",
+            raise RemoteError.report(
+                ErrorNumber.NO_SUPPORT, api_error_domain(info.api),
+                f"{info.api} ({info.name} is {what}, which pyvirtrpc's client does not call)",
             )
         if info.writes and self.readonly:
             await trio.lowlevel.checkpoint()
-            detail = f"read only access prevents {info.api}"
-            raise RemoteError.create(
-                ErrorNumber.OPERATION_DENIED, _error_domain(info),
-                f"operation forbidden: {detail}", str1="operation forbidden: %s", str2=detail,
-                int1=-1, int2=-1,
-            )
+            raise read_only_denied(info.api)
         _CALLABLE[type(procedure), procedure] = info
         return info
 
@@ -608,9 +594,8 @@ class Connection:
         if legacy:
             if event_id not in LEGACY_EVENT_IDS:
                 await trio.lowlevel.checkpoint()
-                raise RemoteError.create(
-                    ErrorNumber.NO_SUPPORT, ErrorDomain.RPC,
-                    f"this function is not supported by the connection driver: "
+                raise RemoteError.report(
+                    ErrorNumber.NO_SUPPORT, ErrorDomain.DOMAIN,
                     f"event ID {event_id} needs a server with callback IDs (feature 14)",
                 )
             filter_key, target = None, None  # one legacy registration serves all domains
@@ -920,18 +905,8 @@ async def _deregister(conn: Connection, family: Family, callback_id: int) -> Non
     await conn.call(procedure, args(callback_id))
 
 
-def _auth_error(message: str) -> RemoteError:
-    return RemoteError.create(ErrorNumber.AUTH_FAILED, ErrorDomain.REMOTE,
-                              f"authentication failed: {message}")
-
-
-def _error_domain(info: ProcedureInfo) -> ErrorDomain:
-    if info.program != REMOTE_PROGRAM:
-        return ErrorDomain.NONE
-    for prefix, domain in _API_ERROR_DOMAINS:
-        if info.api.startswith(prefix):
-            return domain
-    return ErrorDomain.DOMAIN
+def _auth_error(detail: str) -> RemoteError:
+    return RemoteError.report(ErrorNumber.AUTH_FAILED, ErrorDomain.REMOTE, detail)
 
 
 @asynccontextmanager

@@ -63,10 +63,9 @@ def percent_to_thousandths(percent: float) -> int:
     """A percentage as the proposal keeps it, refused outside 0-100 % (nothing is sent)."""
     thousandths = round(percent * 1000)
     if not 0 <= thousandths <= PERCENT_SCALE:
-        raise RemoteError.create(
-            ErrorNumber.INVALID_ARG,
-            ErrorDomain.DOMAIN,
-            f"invalid argument: threshold percentage {percent}% is not within 0-100%",
+        raise RemoteError.report(
+            ErrorNumber.INVALID_ARG, ErrorDomain.DOMAIN,
+            f"threshold percentage {percent}% is not within 0-100%",
         )
     return thousandths
 
@@ -203,8 +202,8 @@ class Domain:
             threshold = capacity * thousandths // PERCENT_SCALE
         assert threshold is not None
         if threshold < 0:
-            raise RemoteError.create(ErrorNumber.INVALID_ARG, ErrorDomain.DOMAIN,
-                                     f"invalid argument: negative threshold {threshold}")
+            raise RemoteError.report(ErrorNumber.INVALID_ARG, ErrorDomain.DOMAIN,
+                                     f"negative threshold {threshold}")
         await self.conn._call(P.DOMAIN_SET_BLOCK_THRESHOLD,
                               wire.DomainSetBlockThresholdArgs(self.ref, dev, threshold, flags))
         return threshold
