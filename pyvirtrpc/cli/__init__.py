@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ("mock", "mockctl", "events", "threshold", "watch", "demo")
+COMMANDS: tuple[str, ...] = ("mock", "mockctl", "events", "threshold", "watch", "demo", "relay")
 
 
 def build_parser() -> argparse.ArgumentParser:
