@@ -7,10 +7,17 @@
 The server runs its own Trio loop in the thread. The hypervisor belongs to that thread:
 touch it only through :meth:`MockDaemon.call`, which runs a function there and returns
 its result (or raises its exception).
+
+With libvirt-python in the same process, mind its garbage: freeing the last libvirt object
+of a connection closes it, a call to this server, and Python's cyclic garbage collector
+may run that in the server's thread, which then waits for itself. Close libvirt
+connections and run ``gc.collect()`` in your thread before :meth:`stop` (which collects
+once itself), or run the mock in its own process (``pyvirtrpc mock``).
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import threading
@@ -111,6 +118,7 @@ class MockDaemon:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        gc.collect()  # here, not in the server's thread (see the module docstring)
         if self._cancel is not None and self._token is not None:
             trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
         thread.join()
