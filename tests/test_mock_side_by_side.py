@@ -41,14 +41,9 @@ def run(uri: str, args: list[str], readonly: bool = False) -> tuple[int, str, st
     return result.returncode, CPU_TIME.sub("CPU time: <masked>", result.stdout), result.stderr
 
 
-def test_virsh_prints_the_same(libvirtd_test_factory: Callable[[], LibvirtdTestDriver],
-                               mock_daemon: MockDaemon, tmp_path: Path) -> None:
-    import libvirt
-
-    real = libvirtd_test_factory()
-    xml = tmp_path / "sbs.xml"
-    xml.write_text(domain_xml("sbs"))
-    commands: list[list[str]] = [
+def virsh_commands(xml: Path) -> list[list[str]]:
+    """The commands compared (the relay's tests run them too); ``xml`` defines "sbs"."""
+    return [
         ["list", "--all"],
         ["dominfo", "test"],
         ["domstate", "test", "--reason"],
@@ -97,11 +92,25 @@ def test_virsh_prints_the_same(libvirtd_test_factory: Callable[[], LibvirtdTestD
         ["domstate", "7"],
         ["shutdown", "test", "--mode", "acpi"],
     ]
+
+
+def read_only_commands(xml: Path) -> list[list[str]]:
+    """Commands compared on the read-only socket (refused, or not)."""
+    return [["suspend", "test"], ["define", str(xml)], ["domstate", "test"]]
+
+
+def test_virsh_prints_the_same(libvirtd_test_factory: Callable[[], LibvirtdTestDriver],
+                               mock_daemon: MockDaemon, tmp_path: Path) -> None:
+    import libvirt
+
+    real = libvirtd_test_factory()
+    xml = tmp_path / "sbs.xml"
+    xml.write_text(domain_xml("sbs"))
     real_conn = libvirt.open(real.uri)  # keeps the test driver's state between commands
     try:
-        for args in commands:
+        for args in virsh_commands(xml):
             assert run(real.uri, args) == run(mock_daemon.uri, args), args
-        for args in (["suspend", "test"], ["define", str(xml)], ["domstate", "test"]):
+        for args in read_only_commands(xml):
             assert run(real.ro_uri, args, readonly=True) == run(
                 mock_daemon.ro_uri, args, readonly=True), args
     finally:
