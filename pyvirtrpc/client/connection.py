@@ -18,7 +18,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar, overload
 
 import outcome
@@ -82,6 +82,7 @@ Done = Callable[[outcome.Outcome[bytes]], None]
 _Task = trio.lowlevel.Task
 
 R = TypeVar("R", bound=XdrStruct)
+E = TypeVar("E", bound=enum.IntEnum)
 
 READ_SIZE = 256 * 1024
 VIR_CONNECT_RO = 1
@@ -514,7 +515,7 @@ class Connection:
         share it, and deregisters when the last one leaves. Servers without callback IDs
         (feature 14) are registered the legacy way and filtered here.
         """
-        ids = [DomainEventID(i) for i in event_ids] or list(DomainEventID)
+        ids = _ids(DomainEventID, event_ids)
         ref = domain.ref if domain is not None else None
         uuid_filter = ref.uuid if ref is not None else None
 
@@ -527,41 +528,33 @@ class Connection:
                                       accept) as stream:
             yield stream
 
-    @asynccontextmanager
-    async def network_events(self, *event_ids: NetworkEventID | int,
-                             network: wire.NonnullNetwork | None = None,
-                             buffer: int | None = None) -> AsyncIterator[EventStream]:
-        ids = [NetworkEventID(i) for i in event_ids] or list(NetworkEventID)
-        async with self._subscription(Family.NETWORK, ids, network, _key(network),
-                                      buffer) as stream:
-            yield stream
+    def network_events(self, *event_ids: NetworkEventID | int,
+                       network: wire.NonnullNetwork | None = None, buffer: int | None = None,
+                       ) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to network events (all without IDs), of ``network`` or all networks."""
+        return self._subscription(Family.NETWORK, _ids(NetworkEventID, event_ids), network,
+                                  _key(network), buffer)
 
-    @asynccontextmanager
-    async def storage_pool_events(self, *event_ids: StoragePoolEventID | int,
-                                  pool: wire.NonnullStoragePool | None = None,
-                                  buffer: int | None = None) -> AsyncIterator[EventStream]:
-        ids = [StoragePoolEventID(i) for i in event_ids] or list(StoragePoolEventID)
-        async with self._subscription(Family.STORAGE_POOL, ids, pool, _key(pool),
-                                      buffer) as stream:
-            yield stream
+    def storage_pool_events(self, *event_ids: StoragePoolEventID | int,
+                            pool: wire.NonnullStoragePool | None = None,
+                            buffer: int | None = None) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to storage pool events, of ``pool`` or all pools."""
+        return self._subscription(Family.STORAGE_POOL, _ids(StoragePoolEventID, event_ids), pool,
+                                  _key(pool), buffer)
 
-    @asynccontextmanager
-    async def node_device_events(self, *event_ids: NodeDeviceEventID | int,
-                                 device: wire.NonnullNodeDevice | None = None,
-                                 buffer: int | None = None) -> AsyncIterator[EventStream]:
-        ids = [NodeDeviceEventID(i) for i in event_ids] or list(NodeDeviceEventID)
-        async with self._subscription(Family.NODE_DEVICE, ids, device, _key(device),
-                                      buffer) as stream:
-            yield stream
+    def node_device_events(self, *event_ids: NodeDeviceEventID | int,
+                           device: wire.NonnullNodeDevice | None = None,
+                           buffer: int | None = None) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to node device events, of ``device`` or all devices."""
+        return self._subscription(Family.NODE_DEVICE, _ids(NodeDeviceEventID, event_ids), device,
+                                  _key(device), buffer)
 
-    @asynccontextmanager
-    async def secret_events(self, *event_ids: SecretEventID | int,
-                            secret: wire.NonnullSecret | None = None,
-                            buffer: int | None = None) -> AsyncIterator[EventStream]:
-        ids = [SecretEventID(i) for i in event_ids] or list(SecretEventID)
-        async with self._subscription(Family.SECRET, ids, secret, _key(secret),
-                                      buffer) as stream:
-            yield stream
+    def secret_events(self, *event_ids: SecretEventID | int,
+                      secret: wire.NonnullSecret | None = None, buffer: int | None = None,
+                      ) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to secret events, of ``secret`` or all secrets."""
+        return self._subscription(Family.SECRET, _ids(SecretEventID, event_ids), secret,
+                                  _key(secret), buffer)
 
     @asynccontextmanager
     async def _subscription(self, family: Family, event_ids: list[Any], target: Any,
@@ -858,6 +851,11 @@ class Connection:
                              wire.ConnectGetAllDomainStatsArgs(refs, stats, flags),
                              wire.ConnectGetAllDomainStatsRet)
         return {record.dom.name: decode_params(record.params) for record in r.retStats}
+
+
+def _ids(kind: type[E], event_ids: tuple[E | int, ...]) -> list[E]:
+    """The event IDs asked for, every ID of ``kind`` when none are."""
+    return [kind(i) for i in event_ids] or list(kind)
 
 
 def _key(obj: wire.NonnullNetwork | wire.NonnullStoragePool | wire.NonnullSecret
