@@ -252,7 +252,7 @@ class _Client:
         # made; the writer task only takes over when the kernel buffer is full.
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._unsent = b""
-        self._output = _Signal()
+        self._output: _Signal | None = None  # wakes the writer task, started when needed
         self._readable = _Signal()
         self._nursery: trio.Nursery | None = None
         self._keepalive_started = False
@@ -261,7 +261,6 @@ class _Client:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._writer)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -419,7 +418,7 @@ class _Client:
         """Send what the session queued: now if the socket takes it, else by the writer."""
         fd = self._fd
         if fd is None or self._unsent:
-            self._output.set()
+            self._wake_writer()
             return
         data = self.session.data_to_send()
         if not data:
@@ -433,7 +432,7 @@ class _Client:
             return
         if sent < len(data):
             self._unsent = data[sent:]
-            self._output.set()
+            self._wake_writer()
         self._written()
 
     def _written(self) -> None:
@@ -446,10 +445,17 @@ class _Client:
         else:
             self._readable.set()  # replies left: request slots may have freed
 
-    async def _writer(self) -> None:
+    def _wake_writer(self) -> None:
+        if self._output is None:  # most clients never fill their socket buffer
+            assert self._nursery is not None
+            self._output = _Signal()
+            self._nursery.start_soon(self._writer, self._output)
+        self._output.set()
+
+    async def _writer(self, output: _Signal) -> None:
         session, fd = self.session, self._fd
         while True:
-            await self._output.wait()
+            await output.wait()
             while True:
                 if not self._unsent:
                     self._unsent = session.data_to_send()

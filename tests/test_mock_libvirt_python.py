@@ -70,7 +70,7 @@ def test_block_threshold_and_lifecycle_events(conn: Any, mock_daemon: MockDaemon
     command = f'qemu-io -d {QOM} "write -P 0x5a 32M 4M"'
     assert libvirt_qemu.qemuMonitorCommand(dom, command, hmp) == ""
     got = [events.get(timeout=10) for _ in range(4)]
-    excess = 4456448 - MiB
+    excess = 4521984 - MiB
     assert got == [
         ("lifecycle", "thin1", libvirt.VIR_DOMAIN_EVENT_DEFINED,
          libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED),
@@ -82,7 +82,7 @@ def test_block_threshold_and_lifecycle_events(conn: Any, mock_daemon: MockDaemon
     # re-armed with an index: one event; driven from Python in the daemon's thread
     dom.setBlockThreshold("vda[1]", 8 * MiB)
     mock_daemon.call(mock_daemon.hypervisor.write, "thin1", "vda", 40 * MiB, 8 * MiB)
-    end = 4456448 + 8 * MiB  # appended after the first write's clusters
+    end = 4521984 + 8 * MiB  # appended after the first write's clusters
     assert events.get(timeout=10) == (
         "threshold", "thin1", "vda[1]", "/img/thin1.qcow2", 8 * MiB, end - 8 * MiB)
     with pytest.raises(queue.Empty):
@@ -113,8 +113,8 @@ def test_get_all_domain_stats(conn: Any) -> None:
     assert records["test"]["block.0.capacity"] == 1099506450432
     assert records["off"] == {
         "state.state": libvirt.VIR_DOMAIN_SHUTOFF, "state.reason": 0, "block.count": 1,
-        "block.0.name": "vda", "block.0.path": "/img/off.qcow2", "block.0.allocation": 196608,
-        "block.0.capacity": 1 << 30, "block.0.physical": 196608,
+        "block.0.name": "vda", "block.0.path": "/img/off.qcow2", "block.0.allocation": 262144,
+        "block.0.capacity": 1 << 30, "block.0.physical": 262144,
     }
     running = conn.getAllDomainStats(
         libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING)

@@ -106,9 +106,9 @@ def test_domstats_state_and_block(mock_daemon: MockDaemon, tmp_path: Path) -> No
         "  block.0.wr.times=0\n"
         "  block.0.fl.reqs=0\n"
         "  block.0.fl.times=0\n"
-        "  block.0.allocation=196608\n"
+        "  block.0.allocation=262144\n"
         "  block.0.capacity=1073741824\n"
-        "  block.0.physical=196608\n\n"
+        "  block.0.physical=262144\n\n"
     )
     both = out(mock_daemon, "domstats", "--state")
     assert both == ("Domain: 'test'\n  state.state=1\n  state.reason=0\n\n"
@@ -162,18 +162,18 @@ def test_block_threshold_event_from_a_monitor_write(mock_daemon: MockDaemon,
         result = virsh(mock_daemon.uri, "qemu-monitor-command", "thin1", "--hmp",
                        f'qemu-io -d {QOM} "write -P 0x5a 32M 4M"')
         assert result.stdout == "\n\n"  # qemu-io prints nothing (as with real qemu)
-        # 3 metadata clusters, an L2 table, then 4 MiB of data: ends at 4456448
+        # 4 metadata clusters, an L2 table, then 4 MiB of data: ends at 4521984
         assert watcher.expect(2) == [
             "event 'block-threshold' for domain 'thin1': dev: vda(/img/thin1.qcow2) "
-            "1048576 3407872",
+            "1048576 3473408",
             "event 'block-threshold' for domain 'thin1': dev: vda[1](/img/thin1.qcow2) "
-            "1048576 3407872",
+            "1048576 3473408",
         ]
     finally:
         watcher.stop()
     assert "threshold" not in out(mock_daemon, "domstats", "--block", "thin1")  # one-shot
     assert out(mock_daemon, "domblkinfo", "thin1", "vda") == (
-        "Capacity:       1073741824\nAllocation:     4456448\nPhysical:       4456448\n\n")
+        "Capacity:       1073741824\nAllocation:     4521984\nPhysical:       4521984\n\n")
 
 
 def test_monitor_info_block(mock_daemon: MockDaemon) -> None:
@@ -225,16 +225,16 @@ def test_cli_mock_and_mockctl(tmp_path: Path, stop: signal.Signals) -> None:
 
         result = mockctl("write", "thin1", "vda", "0", "4M")
         assert (result.returncode, result.stdout) == (0, (
-            "capacity: 1073741824\nallocation: 4456448\nphysical: 4456448\nthreshold: 0\n"))
+            "capacity: 1073741824\nallocation: 4521984\nphysical: 4521984\nthreshold: 0\n"))
         result = mockctl("grow", "thin1", "vda", "1G")
         assert result.stdout.splitlines()[2] == "physical: 1073741824"
         result = mockctl("info", "thin1", "vda")
-        assert result.stdout.splitlines()[1] == "allocation: 4456448"
+        assert result.stdout.splitlines()[1] == "allocation: 4521984"
         result = mockctl("write", "nope", "vda", "0", "1")
         assert (result.returncode, result.stderr) == (1, "error: Domain not found\n")
         result = mockctl("write", "thin1", "vda", "2G", "1")
         assert result.returncode == 1 and "outside the disk" in result.stderr
-        assert "block.0.allocation=4456448" in virsh(uri, "domstats", "--block", "thin1").stdout
+        assert "block.0.allocation=4521984" in virsh(uri, "domstats", "--block", "thin1").stdout
     finally:
         proc.send_signal(stop)
         _, stderr = proc.communicate(timeout=20)

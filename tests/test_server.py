@@ -142,6 +142,11 @@ async def test_unknown_uri_is_refused_as_libvirtd_does(tmp_path: Path) -> None:
         assert reply.status == MessageStatus.OK
         uri = remote.ConnectGetUriRet.decode((await client.call(P.CONNECT_GET_URI)).payload)
         assert uri.uri == "test:///default"
+    for name in ("qemu:///system", "qemu:///session", "test:///default?mode=legacy"):
+        async with serving(tmp_path) as (_, path), connected(path) as client:
+            await client.open(name)
+            reply = await client.call(P.CONNECT_GET_URI)
+            assert remote.ConnectGetUriRet.decode(reply.payload).uri == name
 
 
 class SlowConnection(BackendConnection):

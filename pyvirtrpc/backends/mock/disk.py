@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 CLUSTER_SIZE = 64 * 1024
 L2_REGION = CLUSTER_SIZE * (CLUSTER_SIZE // 8)  # guest bytes mapped by one L2 table
-NEW_IMAGE_SIZE = 3 * CLUSTER_SIZE  # header, refcount table and block of a fresh qcow2
+NEW_IMAGE_SIZE = 4 * CLUSTER_SIZE  # a fresh qcow2: header, refcount table and block, L1 table
 
 __all__ = ["CLUSTER_SIZE", "NEW_IMAGE_SIZE", "NoSpace", "ThinDisk", "WriteResult"]
 
