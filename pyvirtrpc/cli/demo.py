@@ -63,6 +63,7 @@ from pyvirtrpc.watch import (
 DEMO_DOMAIN = "pyvirtrpc-demo"
 TRUNCATE = 'truncate -s "$NEW_PHYSICAL" "$DISK_PATH"'
 QEMU_IMAGE_SIZE = 256 * MiB
+MOCK_DEVICE_SIZE = 64 * MiB
 
 MOCK_XML = """\
 <domain type='qemu'>
@@ -162,7 +163,7 @@ async def _main(args: argparse.Namespace) -> int:
             return 1
     with tempfile.TemporaryDirectory(prefix="pyvirtrpc-demo-") as folder:
         socket = Path(folder, "libvirt-sock")
-        hypervisor = MockHypervisor(test_domain=False, default_block_physical=64 * MiB)
+        hypervisor = MockHypervisor(test_domain=False)
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(serve_unix, MockBackend(hypervisor), socket))
             say(args, f"a mock libvirtd listens on {socket} (in this process)")
@@ -240,7 +241,10 @@ async def _start(conn: Connection, guest: Guest, args: argparse.Namespace) -> Do
     """Start the demo's domain (after the watcher, which sees it start), or find it."""
     if guest.mock:
         domain = await conn.create_domain(thin_domain_xml(guest.name))
-        say(args, f"started domain {guest.name}: a qcow2 disk on a 64.0 MiB block device")
+        await conn.call(mockctl.PROCEDURES[M.DISK_GROW],
+                        mockctl.DiskGrowArgs(guest.name, guest.dev, MOCK_DEVICE_SIZE))
+        say(args, f"started domain {guest.name}: a qcow2 disk on a "
+            f"{format_size(MOCK_DEVICE_SIZE)} block device")
         return domain
     if not guest.transient:
         domain = await conn.lookup_domain(guest.name)
