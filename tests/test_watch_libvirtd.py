@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 from realdaemons import THIN_DISK_QOM_PATH, LibvirtdQemuSession, LibvirtdTestDriver, tool
+from watchreports import Reports
 
 from pyvirtrpc import open_connection
-from pyvirtrpc.watch import Level, Report, Watcher, command_extender
+from pyvirtrpc.watch import Level, Watcher, command_extender
 
 pytestmark = pytest.mark.libvirtd
 
@@ -36,16 +37,6 @@ THIN_TEST_XML = """\
   </devices>
 </domain>
 """
-
-
-class Reports(list[Report]):
-    def kinds(self, kind: str) -> list[Report]:
-        return [r for r in self if r.kind == kind]
-
-    async def wait(self, kind: str, count: int = 1, timeout: float = 30) -> None:
-        with trio.fail_after(timeout):
-            while len(self.kinds(kind)) < count:
-                await trio.sleep(0.01)
 
 
 async def test_polling_where_the_driver_has_no_block_threshold(

@@ -65,33 +65,16 @@ TRUNCATE = 'truncate -s "$NEW_PHYSICAL" "$DISK_PATH"'
 QEMU_IMAGE_SIZE = 256 * MiB
 MOCK_DEVICE_SIZE = 64 * MiB
 
-MOCK_XML = """\
+DOMAIN_XML = """\
 <domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <disk type='block' device='disk'>
+  <devices>{emulator}
+    <disk type='{kind}' device='disk'>
       <driver name='qemu' type='qcow2'/>
-      <source dev='/dev/demo-vg/{name}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>
-"""
-
-QEMU_XML = """\
-<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{image}'/>
+      <source {source}/>
       <target dev='vda' bus='virtio'/>
     </disk>
   </devices>
@@ -99,9 +82,15 @@ QEMU_XML = """\
 """
 
 
-def thin_domain_xml(name: str) -> str:
-    """A domain with a qcow2 disk ``vda`` on a block device, for the mock."""
-    return MOCK_XML.format(name=name)
+def thin_domain_xml(name: str, image: str | None = None, emulator: str | None = None) -> str:
+    """A domain with a qcow2 disk ``vda``: on a block device (for the mock), or in the
+    file ``image`` (for qemu, run as ``emulator``)."""
+    return DOMAIN_XML.format(
+        name=name,
+        emulator=f"\n    <emulator>{emulator}</emulator>" if emulator else "",
+        kind="file" if image else "block",
+        source=f"file='{image}'" if image else f"dev='/dev/demo-vg/{name}'",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -260,8 +249,7 @@ async def _start(conn: Connection, guest: Guest, args: argparse.Namespace) -> Do
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image),
                     str(QEMU_IMAGE_SIZE)], check=True)
     _give_to_daemon(conn, guest.folder)
-    domain = await conn.create_domain(QEMU_XML.format(name=guest.name, emulator=emulator,
-                                                      image=image))
+    domain = await conn.create_domain(thin_domain_xml(guest.name, str(image), emulator))
     guest.device = _qom_path(await domain.xml_desc(), guest.dev)
     say(args, f"started domain {guest.name} (qemu, no OS) on {image}, a new "
         f"{format_size(QEMU_IMAGE_SIZE)} qcow2 image")
