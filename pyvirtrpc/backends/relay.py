@@ -373,8 +373,16 @@ class RelayConnection(BackendConnection):
                                ) -> remote.ConnectSupportsFeatureRet:
         """The features the session does not answer itself are the upstream's."""
         assert self.upstream is not None
-        ret: remote.ConnectSupportsFeatureRet = await self.upstream.call(
-            remote.Procedure.CONNECT_SUPPORTS_FEATURE, args)
+        started, when = trio.current_time(), time.time()
+        try:
+            ret: remote.ConnectSupportsFeatureRet = await self.upstream.call(
+                remote.Procedure.CONNECT_SUPPORTS_FEATURE, args)
+        except Error as exc:
+            self.relay.audit_call(when, self.peer, "CONNECT_SUPPORTS_FEATURE",
+                                  outcome.Error(exc), started)
+            raise
+        self.relay.audit_call(when, self.peer, "CONNECT_SUPPORTS_FEATURE", outcome.Value(ret),
+                              started)
         return ret
 
     async def aclose(self) -> None:
@@ -415,18 +423,18 @@ class RelayBackend:
         except (OSError, Error) as exc:
             # the upstream refused (its error, as it came), or could not be reached
             error = exc if isinstance(exc, RemoteError) else _unreachable(target, exc)
-            self._audit_open(when, peer, outcome.Error(error), started)
+            self.audit_call(when, peer, "CONNECT_OPEN", outcome.Error(error), started)
             if error is exc:
                 raise
             raise error from exc
-        self._audit_open(when, peer, outcome.Value(None), started)
+        self.audit_call(when, peer, "CONNECT_OPEN", outcome.Value(None), started)
         return conn
 
-    def _audit_open(self, when: float, peer: Peer | None, result: outcome.Outcome[None],
-                    started: float) -> None:
+    def audit_call(self, when: float, peer: Peer | None, procedure: str,
+                   result: outcome.Outcome[Any], started: float) -> None:
+        """Audit a call about no domain (``started``: its trio time)."""
         if self.audit is not None:
-            self.audit.record(when, peer, "CONNECT_OPEN", None, result,
-                              trio.current_time() - started)
+            self.audit.record(when, peer, procedure, None, result, trio.current_time() - started)
 
 
 def _unreachable(target: ParsedURI, exc: BaseException) -> RemoteError:
