@@ -10,11 +10,11 @@ from pyvirtrpc.client import Connection, Domain
 from pyvirtrpc.errors import NoDomainError
 
 
-def add_connect(parser: argparse.ArgumentParser) -> None:
+def add_connect(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     parser.add_argument(
         "-c", "--connect", metavar="URI",
-        help="the daemon to connect to (default: $LIBVIRT_DEFAULT_URI, else the daemon on "
-        "the default socket chooses, as with virsh)",
+        help=help or "the daemon to connect to (default: $LIBVIRT_DEFAULT_URI, else the "
+        "daemon on the default socket chooses, as with virsh)",
     )
 
 

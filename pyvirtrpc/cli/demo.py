@@ -98,7 +98,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo", help="watch a thin disk being grown as its guest writes (a few seconds)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connect(parser)
+    add_connect(parser, "a libvirtd with qemu, or a running pyvirtrpc mock (default: a mock "
+                "libvirtd in this process; LIBVIRT_DEFAULT_URI is not used)")
     parser.add_argument("--domain", metavar="NAME",
                         help="with --connect: a running domain to write to, instead of a new one")
     add_watch_options(parser, margin="16MiB", chunk="32MiB")

@@ -146,6 +146,7 @@ async def _main(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval, domains=set(args.domain) if args.domain else None,
         report=printer(args.json),
     )
+    failure: Error | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -155,7 +156,13 @@ async def _main(args: argparse.Namespace) -> int:
 
             nursery.start_soon(stop_on_signal)
             with trio.move_on_after(args.duration if args.duration else float("inf")):
-                await watcher.run()
+                try:
+                    await watcher.run()
+                except Error as exc:  # not a lost connection (those are retried)
+                    failure = exc
             nursery.cancel_scope.cancel()
     print_summary(watcher, args.json)
+    if failure is not None:
+        error(failure)
+        return 1
     return 0
