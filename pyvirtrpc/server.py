@@ -57,6 +57,7 @@ from pyvirtrpc.sansio.server import (
     ServerSession,
     no_support,
 )
+from pyvirtrpc.sockio import StreamIO
 
 __all__ = [
     "DEFAULT_MAX_CLIENTS",
@@ -131,7 +132,9 @@ class _Signal:
         self._lot.unpark_all()
 
     async def wait(self) -> None:
-        if not self._flag:
+        if self._flag:
+            await trio.lowlevel.checkpoint()
+        else:
             await self._lot.park()
         self._flag = False
 
@@ -250,8 +253,7 @@ class _Client:
         self.conn: BackendConnection | None = None
         # On a socket, replies and events are written directly (non-blocking) as they are
         # made; the writer task only takes over when the kernel buffer is full.
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        self._unsent = b""
+        self._io = StreamIO(stream, self._take, _RECEIVE_SIZE)
         self._output: _Signal | None = None  # wakes the writer task, started when needed
         self._readable = _Signal()
         self._nursery: trio.Nursery | None = None
@@ -286,7 +288,7 @@ class _Client:
                     return  # the writer closes once the last reply is out
                 await self._readable.wait()
                 self._handle(session.resume(trio.current_time()))
-            data = await self._receive()
+            data = await self._io.receive()
             if not data:
                 return
             try:
@@ -295,17 +297,6 @@ class _Client:
                 log.info("client %d: %s", self.ident, exc)
                 return
             self._handle(todo)
-
-    async def _receive(self) -> bytes | bytearray:
-        fd = self._fd
-        if fd is None:
-            return await self.stream.receive_some(_RECEIVE_SIZE)
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, _RECEIVE_SIZE)
-            except BlockingIOError:
-                continue
 
     def _handle(self, todo: list[Call | CloseBackend | Forward]) -> None:
         session = self.session
@@ -407,38 +398,36 @@ class _Client:
             return
         if isinstance(event, ConnectionClosedEvent):
             self.session.closing = True  # read no more; close once the queue is sent
-            if not (self._unsent or self.session.has_data_to_send):
+            if not (self._io.unsent or self.session.has_data_to_send):
                 self._written()
                 return
             sent = 1
         if sent:
             self._flush()
 
+    def _take(self) -> bytes:
+        data = self.session.data_to_send()
+        if data:
+            self._readable.set()  # the replies in it freed their request slots
+        return data
+
     def _flush(self) -> None:
         """Send what the session queued: now if the socket takes it, else by the writer."""
-        fd = self._fd
-        if fd is None or self._unsent:
-            self._wake_writer()
-            return
-        data = self.session.data_to_send()
-        if not data:
+        if not self.session.has_data_to_send:
             return
         try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
+            if not self._io.write_now():
+                self._wake_writer()
+                return
         except OSError as exc:
             self.close(f"cannot write: {exc}")
             return
-        if sent < len(data):
-            self._unsent = data[sent:]
-            self._wake_writer()
         self._written()
 
     def _written(self) -> None:
         """After a write: close after CONNECT_CLOSE's reply, or read again."""
         session = self.session
-        if self._unsent or session.has_data_to_send:
+        if self._io.unsent or session.has_data_to_send:
             return
         if session.closing and session.in_flight == 0:
             self.close("CONNECT_CLOSE")
@@ -453,25 +442,10 @@ class _Client:
         self._output.set()
 
     async def _writer(self, output: _Signal) -> None:
-        session, fd = self.session, self._fd
         while True:
             await output.wait()
-            while True:
-                if not self._unsent:
-                    self._unsent = session.data_to_send()
-                    if not self._unsent:
-                        break
-                if fd is None:
-                    await self.stream.send_all(self._unsent)
-                    self._unsent = b""
-                else:
-                    await trio.lowlevel.wait_writable(fd)
-                    try:
-                        sent = os.write(fd, self._unsent)
-                    except BlockingIOError:
-                        continue
-                    self._unsent = self._unsent[sent:]
-                self._written()
+            await self._io.pump()
+            self._written()
 
     async def _keepalive(self) -> None:
         session = self.session
