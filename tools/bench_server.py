@@ -47,22 +47,23 @@ def rate(call: Callable[[], object], seconds: float, threads: int = 1) -> float:
     for _ in range(3):
         counts = [0] * threads
         stop = time.perf_counter() + seconds / 3
-
-        def worker(i: int) -> None:
-            n = 0
-            while time.perf_counter() < stop:
-                call()
-                n += 1
-            counts[i] = n
-
         start = time.perf_counter()
-        workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        workers = [threading.Thread(target=_count_calls, args=(call, stop, counts, i))
+                   for i in range(threads)]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
         best = max(best, sum(counts) / (time.perf_counter() - start))
     return best
+
+
+def _count_calls(call: Callable[[], object], stop: float, counts: list[int], i: int) -> None:
+    n = 0
+    while time.perf_counter() < stop:
+        call()
+        n += 1
+    counts[i] = n
 
 
 def rss_kib(pid: int) -> int:
