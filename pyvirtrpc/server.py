@@ -283,20 +283,19 @@ class _Client:
     async def _reader(self) -> None:
         session = self.session
         while True:
-            while not session.wants_read:
-                if session.closing:
-                    return  # the writer closes once the last reply is out
-                await self._readable.wait()
-                self._handle(session.resume(trio.current_time()))
-            data = await self._io.receive()
-            if not data:
-                return
             try:
-                todo = session.receive_data(data, trio.current_time())
+                while not session.wants_read:
+                    if session.closing:
+                        return  # the writer closes once the last reply is out
+                    await self._readable.wait()
+                    self._handle(session.resume(trio.current_time()))
+                data = await self._io.receive()
+                if not data:
+                    return
+                self._handle(session.receive_data(data, trio.current_time()))
             except FramingError as exc:
                 log.info("client %d: %s", self.ident, exc)
                 return
-            self._handle(todo)
 
     def _handle(self, todo: list[Call | CloseBackend | Forward]) -> None:
         session = self.session

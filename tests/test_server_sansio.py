@@ -561,3 +561,21 @@ def test_golden_index_describes_the_packets_used_here() -> None:
     index = json.loads((GOLDEN / "index.json").read_text())
     files = {entry["file"] for entry in index["packets"]}
     assert {"unknown_proc_error_reply.bin", "auth_list_reply.bin", "keepalive_pong.bin"} <= files
+
+
+def test_call_with_fds_without_fds_is_a_call() -> None:
+    session = opened_session()
+    args = b"\0\0\0\0" + remote.DomainGetStateArgs(TEST_DOMAIN, 0).encode()
+    (call,) = session.receive_data(
+        call_bytes(P.DOMAIN_GET_STATE, args, 3, type=MessageType.CALL_WITH_FDS), 0.0)
+    assert isinstance(call, Call) and call.args == remote.DomainGetStateArgs(TEST_DOMAIN, 0)
+    session.reply(call, remote.DomainGetStateRet(1, 0))
+    assert replies(session)[0].type == MessageType.REPLY
+
+
+def test_call_passing_fds_ends_the_connection() -> None:
+    session = opened_session()
+    args = b"\0\0\0\1" + remote.DomainCreateArgs(TEST_DOMAIN).encode()
+    with pytest.raises(FramingError, match="file descriptors"):
+        session.receive_data(
+            call_bytes(P.DOMAIN_CREATE, args, 3, type=MessageType.CALL_WITH_FDS), 0.0)

@@ -45,7 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyvirtrpc.errors import ErrorDomain, ErrorNumber, ProtocolError, RemoteError
+from pyvirtrpc.errors import (
+    ErrorDomain,
+    ErrorNumber,
+    FramingError,
+    ProtocolError,
+    RemoteError,
+)
 from pyvirtrpc.events import (
     LEGACY_EVENT_IDS,
     ConnectionClosedEvent,
@@ -414,7 +420,8 @@ class ServerSession:
         for CONNECT_OPEN), close the backend connection on :class:`CloseBackend`, hand
         each :class:`Forward` to a forwarding backend.
 
-        Raises FramingError for an invalid length word: close the connection.
+        Raises FramingError for an invalid length word, or a call passing file
+        descriptors: close the connection (:meth:`resume` too).
         """
         self._pending.extend(self._decoder.feed_frames(data))
         return self.resume(now)
@@ -455,6 +462,10 @@ class ServerSession:
             self._error(prog, vers, proc, serial,
                         _rpc_error(f"Unexpected message status {status}"))
             return None
+        if type_ == MessageType.CALL_WITH_FDS and _fd_count(frame):
+            # Each fd follows the packet with a byte of its own: the stream cannot go on.
+            raise FramingError(f"call {proc} (serial {serial}) passes file descriptors, "
+                               "which this server does not receive")
         info = lookup(prog, proc)
         if self.forwarding and self.is_open and (prog, proc) not in _NOT_FORWARDED:
             return Forward(prog, vers, proc, type_, serial, status, frame[MIN_PACKET:], info)
@@ -463,7 +474,7 @@ class ServerSession:
             return None
         start = MIN_PACKET
         if type_ == MessageType.CALL_WITH_FDS:
-            start += _NFDS.size  # the count of fds that follow; fds are not supported
+            start += _NFDS.size  # the count of fds, 0 here
         try:
             args = None if info.args is None else info.args.unpack_from(frame, start)[0]
         except _DECODE_FAILURES:
@@ -725,3 +736,11 @@ class ServerSession:
 
 
 _SECOND_OPEN = _internal_error("connection already open")
+
+
+def _fd_count(frame: bytes) -> int:
+    try:
+        (count,) = _NFDS.unpack_from(frame, MIN_PACKET)
+    except struct.error:
+        raise FramingError("a CALL_WITH_FDS packet without its fd count") from None
+    return int(count)
