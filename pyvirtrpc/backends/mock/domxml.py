@@ -12,6 +12,7 @@ import re
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from functools import cached_property
 
 from pyvirtrpc.errors import ErrorDomain, ErrorNumber, RemoteError
 
@@ -56,9 +57,6 @@ class DomainXML:
         self.root = root
         self.prefixes = prefixes  # namespace URI -> prefix, as declared in the source
 
-    def copy(self) -> DomainXML:
-        return DomainXML(_deepcopy(self.root), dict(self.prefixes))
-
     # ------------------------------------------------------------------ reading
 
     @property
@@ -80,15 +78,15 @@ class DomainXML:
         scale = _UNITS.get(element.get("unit", "").lower(), 1024)
         return -(-int(text) * scale // 1024)  # rounded up, as libvirt does
 
-    @property
+    @cached_property
     def max_memory(self) -> int:
         return self.memory_kib("memory")
 
-    @property
+    @cached_property
     def current_memory(self) -> int:
         return self.memory_kib("currentMemory") or self.max_memory
 
-    @property
+    @cached_property
     def vcpus(self) -> int:
         element = self.root.find("vcpu")
         text = (element.text or "").strip() if element is not None else ""
@@ -157,13 +155,6 @@ class DomainXML:
             declare.append(ns)
         prefix = self.prefixes[ns]
         return f"{prefix}:{local}" if prefix else local
-
-
-def _deepcopy(element: ET.Element) -> ET.Element:
-    copy = ET.Element(element.tag, dict(element.attrib))
-    copy.text, copy.tail = element.text, element.tail
-    copy.extend(_deepcopy(child) for child in element)
-    return copy
 
 
 def parse_domain_xml(text: str) -> DomainXML:
