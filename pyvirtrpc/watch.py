@@ -347,6 +347,7 @@ class Watcher:
         self.disks: dict[tuple[bytes, str], DiskState] = {}
         self.connections = 0  # sessions so far (1 + reconnections)
         self._connected_uri = uri or ""
+        self._status: trio.TaskStatus[None] | None = None
 
     # ---------------------------------------------------------------- reports
 
@@ -366,13 +367,12 @@ class Watcher:
                   ) -> None:
         """Watch until cancelled; ``started`` once connected with every disk armed."""
         delay = self.backoff[0]
-        status: trio.TaskStatus[None] | None = task_status
+        self._status = task_status
         while True:
             try:
                 async with open_connection(self.uri) as conn:
                     delay = self.backoff[0]
-                    await self._session(conn, status)
-                    status = None
+                    await self._session(conn)
                     reason = "the daemon closed the connection"
             except (ConnectionClosed, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
@@ -385,7 +385,7 @@ class Watcher:
             await trio.sleep(delay)
             delay = min(delay * 2, self.backoff[1])
 
-    async def _session(self, conn: Connection, status: trio.TaskStatus[None] | None) -> None:
+    async def _session(self, conn: Connection) -> None:
         """One connection's life: subscribe, arm everything, follow events until it ends."""
         self.connections += 1
         self._connected_uri = conn.uri or self.uri or ""
@@ -397,16 +397,17 @@ class Watcher:
         async with conn.domain_events(DomainEventID.LIFECYCLE, DomainEventID.BLOCK_THRESHOLD
                                       ) as events, trio.open_nursery() as nursery:
             with contextlib.suppress(ConnectionClosed):
-                await self._follow(conn, nursery, events, status)
+                await self._follow(conn, nursery, events)
             nursery.cancel_scope.cancel()
 
-    async def _follow(self, conn: Connection, nursery: trio.Nursery, events: EventStream,
-                      status: trio.TaskStatus[None] | None) -> None:
+    async def _follow(self, conn: Connection, nursery: trio.Nursery, events: EventStream
+                      ) -> None:
         for domain in await conn.list_domains(LIST_ACTIVE):
             await self._guard(nursery, self._watch_domain(domain))
         nursery.start_soon(self._poll_loop, conn, nursery)
-        if status is not None:
-            status.started()
+        if self._status is not None:  # the first connection is up, its disks armed
+            self._status.started()
+            self._status = None
         async for item in events:
             if isinstance(item, ConnectionClosedEvent):
                 return
