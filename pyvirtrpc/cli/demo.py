@@ -204,7 +204,7 @@ async def _demo(uri: str, args: argparse.Namespace) -> int:
                 domain = await _start(conn, guest, args)
                 with trio.fail_after(30):
                     await armed.wait()
-                wrote = await _write(conn, domain, guest, args, done)
+                wrote = await _write(conn, domain, guest, args, done, watcher)
                 with trio.move_on_after(5):
                     await done.wait()
                 await trio.sleep(0.2)  # the last re-arm
@@ -278,11 +278,19 @@ def _qom_path(xml: str, dev: str) -> str:
 
 
 async def _write(conn: Connection, domain: Domain, guest: Guest, args: argparse.Namespace,
-                 done: trio.Event) -> int:
-    """Guest writes, each to new space, until the watcher is done (or the disk is full)."""
+                 done: trio.Event, watcher: Watcher) -> int:
+    """Guest writes, each to new space, until the watcher is done (or the disk is full).
+
+    A write waits while an extension is under way (the threshold fired and is not armed
+    again), so that the guest never outruns the watcher, however slow the machine.
+    """
     capacity = (await domain.block_info(guest.dev)).capacity
     offset, wrote = args.offset, 0
     while not done.is_set() and offset + args.write <= capacity:
+        with trio.move_on_after(10):
+            while any(d.active and d.armed is None and d.mode == "event"
+                      for d in watcher.summary()):
+                await trio.sleep(0.01)
         after = await guest.write(conn, domain, offset, args.write)
         wrote += args.write
         printer(args.json)(Report(
