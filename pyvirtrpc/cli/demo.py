@@ -223,7 +223,7 @@ async def _demo(uri: str, args: argparse.Namespace) -> int:
     grown = sum(d.extensions for d in disks)
     failed = sum(d.failures for d in disks)
     say(args, f"the guest wrote {format_size(wrote)}; the watcher grew its disk {grown} "
-        f"times, {failed} failed", "done")
+        f"time{'' if grown == 1 else 's'}, {failed} failed", "done")
     return 0 if grown >= args.extensions and not failed else 1
 
 
