@@ -239,3 +239,14 @@ def test_threshold_bytes_and_percent_on_qemu(libvirtd_qemu: LibvirtdQemuSession)
     finally:
         virsh(uri, "destroy", "pyvirtrpc-cli-threshold", check=False)
         virsh(uri, "undefine", "pyvirtrpc-cli-threshold", check=False)
+
+
+def test_default_uri_from_the_environment_as_virsh(daemon: Daemon) -> None:
+    env = {**virsh_env(), "LIBVIRT_DEFAULT_URI": daemon.uri}
+    theirs, ours = (
+        subprocess.run([*cmd, "--all", "--timeout", "1"], capture_output=True, text=True,
+                       env=env)
+        for cmd in ([tool("virsh"), "event"], [*pyvirtrpc_cmd(), "events"]))
+    assert (ours.stdout, ours.stderr, ours.returncode) == (
+        theirs.stdout, theirs.stderr, theirs.returncode) == (
+        "event loop timed out\nevents received: 0\n\n", "", 1)
