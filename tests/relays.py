@@ -25,9 +25,14 @@ from realdaemons import LibvirtdTestDriver, can_connect, tail, tool, virsh_env, 
 
 
 class RelayProcess:
-    """``python -m pyvirtrpc relay --upstream UPSTREAM OPTIONS...`` in ``directory``."""
+    """``python -m pyvirtrpc relay --upstream UPSTREAM OPTIONS...`` in ``directory``.
 
-    def __init__(self, upstream: str, directory: Path, *options: str) -> None:
+    ``command``: what runs ``-m pyvirtrpc`` (default: this Python); ``audit``: keep an
+    audit log (``audit_path``).
+    """
+
+    def __init__(self, upstream: str, directory: Path, *options: str,
+                 command: tuple[str, ...] = (sys.executable,), audit: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.upstream = upstream
         self.socket = directory / "relay-sock"
@@ -36,9 +41,9 @@ class RelayProcess:
         self.stderr_path = directory / "relay.stderr"
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pyvirtrpc", "relay", "--socket", str(self.socket),
+                [*command, "-m", "pyvirtrpc", "relay", "--socket", str(self.socket),
                  "--ro-socket", str(self.ro_socket), "--upstream", upstream,
-                 "--audit", str(self.audit_path), *options],
+                 *(["--audit", str(self.audit_path)] if audit else []), *options],
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err,
             )
         proc = self.proc
