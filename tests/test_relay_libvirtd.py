@@ -61,10 +61,10 @@ UNDECODED_COMMANDS = [
 ]
 
 
-def keep_state(*daemons: LibvirtdTestDriver) -> list[Any]:
+def keep_state(*uris: str) -> list[Any]:
     import libvirt
 
-    return [libvirt.open(daemon.uri) for daemon in daemons]
+    return [libvirt.open(uri) for uri in uris]
 
 
 def release(connections: list[Any]) -> None:
@@ -77,13 +77,20 @@ def release(connections: list[Any]) -> None:
 # ------------------------------------------------------------------- virsh, side by side
 
 
+def side_by_side(daemons: Daemons, relays: Relay, xml: Path
+                 ) -> tuple[LibvirtdTestDriver, RelayProcess]:
+    """A libvirtd to use directly, and a relay in front of another; ``xml`` gets a domain
+    named as the file is."""
+    xml.write_text(domain_xml(xml.stem))
+    direct, behind = daemons(), daemons()
+    return direct, relays(behind.uri)
+
+
 def test_virsh_through_the_relay_prints_what_libvirtd_prints(
         libvirtd_test_factory: Daemons, relay_factory: Relay, tmp_path: Path) -> None:
-    direct, behind = libvirtd_test_factory(), libvirtd_test_factory()
-    relay = relay_factory(behind.uri)
     xml = tmp_path / "sbs.xml"
-    xml.write_text(domain_xml("sbs"))
-    kept = keep_state(direct, behind)
+    direct, relay = side_by_side(libvirtd_test_factory, relay_factory, xml)
+    kept = keep_state(direct.uri, relay.uri)
     try:
         for args in virsh_commands(xml) + UNDECODED_COMMANDS:
             assert run(relay.uri, args) == run(direct.uri, args), args
@@ -115,10 +122,8 @@ def test_screenshot_stream_comes_through_unchanged(
 
 def test_lifecycle_events_through_the_relay_print_the_same(
         libvirtd_test_factory: Daemons, relay_factory: Relay, tmp_path: Path) -> None:
-    direct, behind = libvirtd_test_factory(), libvirtd_test_factory()
-    relay = relay_factory(behind.uri)
     xml = tmp_path / "ev.xml"
-    xml.write_text(domain_xml("ev"))
+    direct, relay = side_by_side(libvirtd_test_factory, relay_factory, xml)
     printed = []
     for uri in (direct.uri, relay.uri):
         watcher = VirshEvents(uri, "--all")  # its connection also keeps the state
