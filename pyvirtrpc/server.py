@@ -188,9 +188,13 @@ class Server:
                     stack.callback(_unlink, Path(address.path))
                     listeners.append((listener, address.readonly))
                 else:
-                    for listener in await trio.open_tcp_listeners(
-                        address.port, host=address.host
-                    ):
+                    try:
+                        tcp = await trio.open_tcp_listeners(address.port, host=address.host)
+                    except OSError as exc:
+                        where = f"{address.host}:{address.port}"
+                        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}"
+                                      ) from exc
+                    for listener in tcp:
                         self.tcp_ports.append(listener.socket.getsockname()[1])
                         listeners.append((listener, address.readonly))
             for listener, _ in listeners:
@@ -472,9 +476,11 @@ async def _unix_listener(address: UnixAddress) -> trio.SocketListener:
         os.chmod(temporary, mode)
         sock.listen(stdlib_socket.SOMAXCONN)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         sock.close()
         _unlink(temporary)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot listen on {path}: {exc.strerror}") from exc
         raise
     return trio.SocketListener(sock)
 

@@ -73,7 +73,14 @@ def run(args: argparse.Namespace) -> int:
         addresses.append(UnixAddress(args.ro_socket, readonly=True))
     if args.tcp:
         addresses.append(TcpAddress(*args.tcp))
-    trio.run(_serve, server, addresses)
+    failure: BaseException | None = None
+    try:
+        trio.run(_serve, server, addresses)
+    except* OSError as group:  # cannot listen: address in use, no such folder...
+        failure = group.exceptions[0]
+    if failure is not None:
+        print(f"pyvirtrpc mock: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
