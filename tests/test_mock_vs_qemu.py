@@ -9,10 +9,9 @@ events, the same ``excess`` included, and both must drop the threshold once it f
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
-from mockdaemons import VirshEvents, mock_daemon, registrations, wait_for
+from mockdaemons import VirshEvents, mock_daemon
 from realdaemons import THIN_DISK_QOM_PATH, LibvirtdQemuSession, virsh
 
 from pyvirtrpc.backends.mock import CLUSTER_SIZE, MockDaemon
@@ -23,26 +22,31 @@ EVENT = re.compile(r"^event 'block-threshold' for domain '(\w+)': dev: (\S+)\((.
 THRESHOLD = 1 << 20
 
 
-def scenario(uri: str, xml_path: Path, name: str,
-             registered: Callable[[], bool] | None) -> list[tuple[str, ...]]:
+def scenario(uri: str, xml_path: Path, name: str) -> list[tuple[str, ...]]:
     """Define, start, set the threshold, write 4 MiB at 32 MiB; return the events.
 
-    ``registered`` tells when virsh event's registration arrived (None: libvirtd, which
-    cannot be asked; then virsh gets a moment).
+    virsh event registers every event ID in turn before it waits; the lifecycle events of
+    a suspend and resume, once printed, show it is listening (libvirtd cannot be asked),
+    and the block threshold, registered a moment later, well before the write.
     """
     virsh(uri, "define", str(xml_path))
     virsh(uri, "start", name, timeout=120)
     try:
         virsh(uri, "domblkthreshold", name, "vda", str(THRESHOLD))
-        watcher = VirshEvents(uri, "--event", "block-threshold", "--domain", name)
+        watcher = VirshEvents(uri, "--all", "--domain", name)
         try:
-            if registered is None:
-                watcher.settle(1.5)
+            resumed = f"event 'lifecycle' for domain '{name}': Resumed Unpaused"
+            for _ in range(30):  # until virsh event shows it listens
+                virsh(uri, "suspend", name)
+                virsh(uri, "resume", name)
+                if resumed in watcher.settle(0.5):
+                    break
             else:
-                wait_for(registered, "virsh event to register")
+                raise AssertionError(f"virsh event printed only {watcher.lines}")
+            seen = len(watcher.lines)
             command = f'qemu-io -d {THIN_DISK_QOM_PATH} "write -P 0x5a 32M 4M"'
             virsh(uri, "qemu-monitor-command", name, "--hmp", command)
-            lines = watcher.expect(2, timeout=60)
+            lines = watcher.expect(seen + 2, timeout=60)[seen:]
         finally:
             watcher.stop()
         stats = virsh(uri, "domstats", "--block", name).stdout
@@ -63,10 +67,9 @@ def test_block_threshold_from_a_monitor_write_qemu_and_mock(
     xml, top = libvirtd_qemu.make_thin_domain("thinvs")
     xml_path = tmp_path / "thinvs.xml"
     xml_path.write_text(xml)
-    qemu_events = scenario(libvirtd_qemu.uri, xml_path, "thinvs", None)
+    qemu_events = scenario(libvirtd_qemu.uri, xml_path, "thinvs")
     mock_daemon.call(setattr, mock_daemon.hypervisor, "default_capacity", 64 << 20)
-    mock_events = scenario(mock_daemon.uri, xml_path, "thinvs",
-                           lambda: registrations(mock_daemon) == 1)
+    mock_events = scenario(mock_daemon.uri, xml_path, "thinvs")
     assert [e[:4] for e in qemu_events] == [e[:4] for e in mock_events] == [
         ("thinvs", "vda", str(top), str(THRESHOLD)),
         ("thinvs", "vda[1]", str(top), str(THRESHOLD)),
