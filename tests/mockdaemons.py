@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from realdaemons import tool, virsh_env
+from realdaemons import tool, virsh, virsh_env
 
 from pyvirtrpc.backends.mock import MockDaemon
 
@@ -123,6 +123,22 @@ class VirshEvents:
                 return self.lines
             if line:
                 self.lines.append(line)
+
+    def wait_listening(self, uri: str, domain: str = "test", tries: int = 30) -> int:
+        """Suspend and resume ``domain`` until its "Resumed" event is printed; returns the
+        number of lines printed by then.
+
+        virsh event registers the lifecycle event first, then the others one call after
+        another before it waits: once a lifecycle event shows, the rest are moments away.
+        This is how to know it listens to a libvirtd, which cannot be asked.
+        """
+        resumed = f"event 'lifecycle' for domain '{domain}': Resumed Unpaused"
+        for _ in range(tries):
+            virsh(uri, "suspend", domain)
+            virsh(uri, "resume", domain)
+            if resumed in self.settle(0.5):
+                return len(self.lines)
+        raise AssertionError(f"virsh event printed only {self.lines}")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from mockdaemons import THIN_XML, VirshEvents, mock_daemon, registrations, wait_for
+from mockdaemons import THIN_XML, VirshEvents, mock_daemon
 from realdaemons import LibvirtdTestDriver, virsh
 
 from pyvirtrpc.backends.mock import MockDaemon
@@ -126,19 +126,16 @@ def test_lifecycle_events_print_the_same(
     xml = tmp_path / "ev.xml"
     xml.write_text(domain_xml("ev"))
     printed = []
-    for uri, check in ((real.uri, None), (mock_daemon.uri, mock_daemon)):
+    for uri in (real.uri, mock_daemon.uri):
         watcher = VirshEvents(uri, "--all")  # its connection also keeps the state
         try:
-            if check is not None:
-                wait_for(lambda: registrations(mock_daemon) == 27, "virsh event to register")
-            else:
-                watcher.settle(1.0)  # no way to ask libvirtd: give virsh a moment
+            seen = watcher.wait_listening(uri)
             for command in (["define", str(xml)], ["start", "ev"], ["suspend", "ev"],
                             ["resume", "ev"], ["suspend", "test"], ["resume", "test"],
                             ["shutdown", "ev"], ["start", "ev"], ["destroy", "ev"],
                             ["undefine", "ev"]):
                 virsh(uri, *command)
-            printed.append(watcher.expect(10))
+            printed.append(watcher.expect(seen + 10)[seen:])
         finally:
             watcher.stop()
     assert printed[0] == printed[1]

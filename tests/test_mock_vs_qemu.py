@@ -23,27 +23,14 @@ THRESHOLD = 1 << 20
 
 
 def scenario(uri: str, xml_path: Path, name: str) -> list[tuple[str, ...]]:
-    """Define, start, set the threshold, write 4 MiB at 32 MiB; return the events.
-
-    virsh event registers every event ID in turn before it waits; the lifecycle events of
-    a suspend and resume, once printed, show it is listening (libvirtd cannot be asked),
-    and the block threshold, registered a moment later, well before the write.
-    """
+    """Define, start, set the threshold, write 4 MiB at 32 MiB; return the events."""
     virsh(uri, "define", str(xml_path))
     virsh(uri, "start", name, timeout=120)
     try:
         virsh(uri, "domblkthreshold", name, "vda", str(THRESHOLD))
         watcher = VirshEvents(uri, "--all", "--domain", name)
         try:
-            resumed = f"event 'lifecycle' for domain '{name}': Resumed Unpaused"
-            for _ in range(30):  # until virsh event shows it listens
-                virsh(uri, "suspend", name)
-                virsh(uri, "resume", name)
-                if resumed in watcher.settle(0.5):
-                    break
-            else:
-                raise AssertionError(f"virsh event printed only {watcher.lines}")
-            seen = len(watcher.lines)
+            seen = watcher.wait_listening(uri, name)
             command = f'qemu-io -d {THIN_DISK_QOM_PATH} "write -P 0x5a 32M 4M"'
             virsh(uri, "qemu-monitor-command", name, "--hmp", command)
             lines = watcher.expect(seen + 2, timeout=60)[seen:]
