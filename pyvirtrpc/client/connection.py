@@ -30,9 +30,7 @@ from pyvirtrpc.client.subscriptions import (
     DEFAULT_EVENT_BUFFER,
     CloseReason,
     EventStream,
-    Family,
     Registration,
-    family_of,
 )
 from pyvirtrpc.errors import (
     ConnectionClosed,
@@ -45,15 +43,18 @@ from pyvirtrpc.errors import (
     RemoteError,
 )
 from pyvirtrpc.events import (
+    FAMILIES,
     LEGACY_EVENT_IDS,
     ConnectionClosedEvent,
     DomainEventID,
     Event,
+    EventFamily,
     NetworkEventID,
     NodeDeviceEventID,
     SecretEventID,
     StoragePoolEventID,
     decode_event,
+    family_of,
 )
 from pyvirtrpc.gen import qemu
 from pyvirtrpc.gen import remote as wire
@@ -82,7 +83,6 @@ Done = Callable[[outcome.Outcome[bytes]], None]
 _Task = trio.lowlevel.Task
 
 R = TypeVar("R", bound=XdrStruct)
-E = TypeVar("E", bound=enum.IntEnum)
 
 READ_SIZE = 256 * 1024
 VIR_CONNECT_RO = 1
@@ -149,8 +149,8 @@ class Connection:
         self._closed_event = trio.Event()
         self._closed_watchers = 0
         self._nursery: trio.Nursery | None = None
-        self._registrations: dict[tuple[Family, int, object], Registration] = {}
-        self._by_callback: dict[tuple[Family, int], Registration] = {}
+        self._registrations: dict[tuple[EventFamily, int, str | None], Registration] = {}
+        self._by_callback: dict[tuple[EventFamily, int], Registration] = {}
         self._streams: set[EventStream] = set()
         self.close_reason: CloseReason | None = None  # why the connection is gone
         self._forward_messages: Callable[[int, int, bytes], None] | None = None
@@ -492,7 +492,9 @@ class Connection:
             for stream in list(self._streams):
                 stream.push(event)
             return
-        family = family_of(event)
+        info = family_of(event)
+        assert info is not None  # decode_event makes only events of a family, or the above
+        family = info.family
         if callback_id is not None:
             registration = self._by_callback.get((family, callback_id))
             targets = registration.subscribers if registration is not None else ()
@@ -515,7 +517,6 @@ class Connection:
         share it, and deregisters when the last one leaves. Servers without callback IDs
         (feature 14) are registered the legacy way and filtered here.
         """
-        ids = _ids(DomainEventID, event_ids)
         ref = domain.ref if domain is not None else None
         uuid_filter = ref.uuid if ref is not None else None
 
@@ -524,7 +525,7 @@ class Connection:
 
         accept = same_domain if uuid_filter is not None and not self.server_event_callbacks \
             else None
-        async with self._subscription(Family.DOMAIN, ids, ref, uuid_filter, buffer,
+        async with self._subscription(EventFamily.DOMAIN, event_ids, ref, buffer,
                                       accept) as stream:
             yield stream
 
@@ -532,34 +533,35 @@ class Connection:
                        network: wire.NonnullNetwork | None = None, buffer: int | None = None,
                        ) -> AbstractAsyncContextManager[EventStream]:
         """Subscribe to network events (all without IDs), of ``network`` or all networks."""
-        return self._subscription(Family.NETWORK, _ids(NetworkEventID, event_ids), network,
-                                  _key(network), buffer)
+        return self._subscription(EventFamily.NETWORK, event_ids, network, buffer)
 
     def storage_pool_events(self, *event_ids: StoragePoolEventID | int,
                             pool: wire.NonnullStoragePool | None = None,
                             buffer: int | None = None) -> AbstractAsyncContextManager[EventStream]:
         """Subscribe to storage pool events, of ``pool`` or all pools."""
-        return self._subscription(Family.STORAGE_POOL, _ids(StoragePoolEventID, event_ids), pool,
-                                  _key(pool), buffer)
+        return self._subscription(EventFamily.STORAGE_POOL, event_ids, pool, buffer)
 
     def node_device_events(self, *event_ids: NodeDeviceEventID | int,
                            device: wire.NonnullNodeDevice | None = None,
                            buffer: int | None = None) -> AbstractAsyncContextManager[EventStream]:
         """Subscribe to node device events, of ``device`` or all devices."""
-        return self._subscription(Family.NODE_DEVICE, _ids(NodeDeviceEventID, event_ids), device,
-                                  _key(device), buffer)
+        return self._subscription(EventFamily.NODE_DEVICE, event_ids, device, buffer)
 
     def secret_events(self, *event_ids: SecretEventID | int,
                       secret: wire.NonnullSecret | None = None, buffer: int | None = None,
                       ) -> AbstractAsyncContextManager[EventStream]:
         """Subscribe to secret events, of ``secret`` or all secrets."""
-        return self._subscription(Family.SECRET, _ids(SecretEventID, event_ids), secret,
-                                  _key(secret), buffer)
+        return self._subscription(EventFamily.SECRET, event_ids, secret, buffer)
 
     @asynccontextmanager
-    async def _subscription(self, family: Family, event_ids: list[Any], target: Any,
-                            filter_key: object, buffer: int | None,
+    async def _subscription(self, family: EventFamily, event_ids: tuple[int, ...], target: Any,
+                            buffer: int | None,
                             accept: Any = None) -> AsyncIterator[EventStream]:
+        """Subscribe to ``event_ids`` (all the family's without any) of ``target`` (an
+        object of the family, or None for all of them)."""
+        info = FAMILIES[family]
+        ids = [info.ids(i) for i in event_ids] or list(info.ids)
+        filter_key = info.key(target)
         stream = EventStream(buffer or self.event_buffer, accept)
         if self._closed is not None:
             await trio.lowlevel.checkpoint()
@@ -568,7 +570,7 @@ class Connection:
         self._streams.add(stream)
         self._reader_free.unpark()  # events must now be read even while no call waits
         try:
-            for event_id in event_ids:
+            for event_id in ids:
                 joined.append(await self._join(family, int(event_id), target, filter_key,
                                                stream))
             yield stream
@@ -581,9 +583,10 @@ class Connection:
                 if registration.leaving and self._closed is None:
                     await registration.gone.wait()
 
-    async def _join(self, family: Family, event_id: int, target: Any, filter_key: object,
+    async def _join(self, family: EventFamily, event_id: int, target: Any,
+                    filter_key: str | None,
                     stream: EventStream) -> Registration:
-        legacy = family is Family.DOMAIN and not self.server_event_callbacks
+        legacy = family is EventFamily.DOMAIN and not self.server_event_callbacks
         if legacy:
             if event_id not in LEGACY_EVENT_IDS:
                 await trio.lowlevel.checkpoint()
@@ -623,14 +626,16 @@ class Connection:
         leave the server's registrations and ours out of step.
         """
         family, event_id = registration.family, registration.event_id
+        info = FAMILIES[family]
         try:
             try:
                 if registration.legacy:
                     await self._call(P.CONNECT_DOMAIN_EVENT_REGISTER_ANY,
                                      wire.ConnectDomainEventRegisterAnyArgs(event_id))
                 else:
-                    registration.callback_id = await _register(self, family, event_id, target)
-                    self._by_callback[family, registration.callback_id] = registration
+                    ret = await self.call(info.register, info.register_args(event_id, target))
+                    registration.callback_id = ret.callbackID
+                    self._by_callback[family, ret.callbackID] = registration
             except Error as exc:
                 registration.error = exc
                 return
@@ -642,8 +647,8 @@ class Connection:
                     await self._call(P.CONNECT_DOMAIN_EVENT_DEREGISTER_ANY,
                                      wire.ConnectDomainEventDeregisterAnyArgs(event_id))
                 else:
-                    assert registration.callback_id is not None
-                    await _deregister(self, family, registration.callback_id)
+                    await self.call(info.deregister,
+                                    info.deregister_args(registration.callback_id))
             except Error as exc:
                 log.debug("event deregistration failed: %s", exc)
         finally:
@@ -851,56 +856,6 @@ class Connection:
                              wire.ConnectGetAllDomainStatsArgs(refs, stats, flags),
                              wire.ConnectGetAllDomainStatsRet)
         return {record.dom.name: decode_params(record.params) for record in r.retStats}
-
-
-def _ids(kind: type[E], event_ids: tuple[E | int, ...]) -> list[E]:
-    """The event IDs asked for, every ID of ``kind`` when none are."""
-    return [kind(i) for i in event_ids] or list(kind)
-
-
-def _key(obj: wire.NonnullNetwork | wire.NonnullStoragePool | wire.NonnullSecret
-         | wire.NonnullNodeDevice | None) -> object:
-    if obj is None:
-        return None
-    return getattr(obj, "uuid", None) or getattr(obj, "name", None)
-
-
-# family -> (register procedure, its args, deregister procedure, its args)
-_EVENT_PROCEDURES: dict[Family, tuple[P, Any, P, Any]] = {
-    Family.DOMAIN: (P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
-                    wire.ConnectDomainEventCallbackRegisterAnyArgs,
-                    P.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
-                    wire.ConnectDomainEventCallbackDeregisterAnyArgs),
-    Family.NETWORK: (P.CONNECT_NETWORK_EVENT_REGISTER_ANY,
-                     wire.ConnectNetworkEventRegisterAnyArgs,
-                     P.CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
-                     wire.ConnectNetworkEventDeregisterAnyArgs),
-    Family.STORAGE_POOL: (P.CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY,
-                          wire.ConnectStoragePoolEventRegisterAnyArgs,
-                          P.CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY,
-                          wire.ConnectStoragePoolEventDeregisterAnyArgs),
-    Family.NODE_DEVICE: (P.CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY,
-                         wire.ConnectNodeDeviceEventRegisterAnyArgs,
-                         P.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY,
-                         wire.ConnectNodeDeviceEventDeregisterAnyArgs),
-    Family.SECRET: (P.CONNECT_SECRET_EVENT_REGISTER_ANY,
-                    wire.ConnectSecretEventRegisterAnyArgs,
-                    P.CONNECT_SECRET_EVENT_DEREGISTER_ANY,
-                    wire.ConnectSecretEventDeregisterAnyArgs),
-}
-
-
-async def _register(conn: Connection, family: Family, event_id: int, target: Any) -> int:
-    """The callback-ID registration of ``family``; returns the server's callback ID."""
-    procedure, args, _, _ = _EVENT_PROCEDURES[family]
-    ret = await conn.call(procedure, args(event_id, target))
-    callback_id: int = ret.callbackID
-    return callback_id
-
-
-async def _deregister(conn: Connection, family: Family, callback_id: int) -> None:
-    _, _, procedure, args = _EVENT_PROCEDURES[family]
-    await conn.call(procedure, args(callback_id))
 
 
 def _auth_error(detail: str) -> RemoteError:
