@@ -71,6 +71,7 @@ from pyvirtrpc.sansio.client import (
 )
 from pyvirtrpc.sansio.framing import Packet
 from pyvirtrpc.sansio.server import api_error_domain, read_only_denied
+from pyvirtrpc.sockio import StreamIO
 from pyvirtrpc.transport import open_transport
 from pyvirtrpc.typedparams import TypedValue, decode_params
 from pyvirtrpc.uri import ParsedURI, parse_uri
@@ -137,13 +138,11 @@ class Connection:
         self.server_keepalive = False
         self.server_event_callbacks = False
         self.server_close_callback = False
-        self._stream = stream
         self._session: ClientSession[_Task | Done] = ClientSession(max_in_flight)
+        self._io = StreamIO(stream, self._session.data_to_send, READ_SIZE)
         self._writer = trio.lowlevel.ParkingLot()
-        self._unsent = b""  # bytes taken from the session that the writer must send first
         self._reader: trio.lowlevel.Task | None = None  # a caller reading the socket itself
         self._reader_free = trio.lowlevel.ParkingLot()
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._closed: ConnectionClosed | None = None
         self._closing = False
         self._closed_event = trio.Event()
@@ -212,7 +211,7 @@ class Connection:
                               trio.lowlevel.current_task())
         self._flush()
 
-        if self._fd is not None and self._reader is None and session.in_flight == 1:
+        if self._io.fd is not None and self._reader is None and session.in_flight == 1:
             # Ours is the only call on the wire: read its reply ourselves (with more
             # calls waiting, the background reader serves them all better).
             payload = await self._read_reply(prog, serial)
@@ -266,47 +265,22 @@ class Connection:
 
     def _flush(self) -> None:
         """Send what the session queued: directly if possible, else by the writer task."""
-        fd = self._fd
-        if fd is None or self._unsent:
-            self._writer.unpark()
-            return
-        data = self._session.data_to_send()
-        if not data:
-            return
         try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
+            if not self._io.write_now():
+                self._writer.unpark()
         except OSError as exc:
             self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
-            return
-        if sent < len(data):
-            self._unsent = data[sent:]
-            self._writer.unpark()
 
     async def _write_loop(self) -> None:
-        session, stream, fd = self._session, self._stream, self._fd
+        io = self._io
         try:
             while True:
-                if not self._unsent:
-                    self._unsent = session.data_to_send()
-                    if not self._unsent:
-                        await self._writer.park()
-                        continue
-                if fd is None:
-                    await stream.send_all(self._unsent)
-                    self._unsent = b""
-                    continue
-                await trio.lowlevel.wait_writable(fd)
-                try:
-                    sent = os.write(fd, self._unsent)
-                except BlockingIOError:
-                    continue
-                self._unsent = self._unsent[sent:]
+                await io.pump()
+                await self._writer.park()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
 
-    def _process(self, data: bytes, me: trio.lowlevel.Task | None
+    def _process(self, data: bytes | bytearray, me: trio.lowlevel.Task | None
                  ) -> Reply[_Task | Done] | ErrorReply[_Task | Done] | None:
         """Act on bytes read: wake callers, fan out events, answer pings.
 
@@ -356,27 +330,21 @@ class Connection:
         The reader's role: one task at a time reads, here a caller; the others are woken
         with their replies. The background reader steps in whenever no caller reads.
         """
-        fd = self._fd
-        assert fd is not None
+        io = self._io
         me = self._reader = trio.lowlevel.current_task()
         try:
             while True:
                 try:
-                    await trio.lowlevel.wait_readable(fd)
+                    data = await io.receive()
                 except trio.ClosedResourceError:  # _lose woke us
                     assert self._closed is not None
                     raise _fresh(self._closed) from None
+                except OSError as exc:
+                    self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
                 except BaseException:
                     self._session.abandon(prog, serial)
                     raise
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
-                    data = None
-                if data is not None:
+                else:
                     mine = self._process(data, me)
                     if type(mine) is Reply:
                         return mine.payload
@@ -402,11 +370,11 @@ class Connection:
 
     async def _read_loop(self) -> None:
         """The background reader: events and pings while idle, replies of waiting callers."""
-        stream, fd = self._stream, self._fd
+        fd = self._io.fd
         if fd is None:
             while self._closed is None:
                 try:
-                    data = bytes(await stream.receive_some(READ_SIZE))
+                    data = await self._io.receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._lose(f"connection to the daemon lost: {exc}", CloseReason.ERROR, exc)
                     return
@@ -464,8 +432,8 @@ class Connection:
                 task(outcome.Error(_fresh(closed)))  # type: ignore[operator]
             elif task is not self._reader:
                 trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
-        if self._reader is not None and self._fd is not None:
-            trio.lowlevel.notify_closing(self._fd)  # the reading caller wakes and raises
+        if self._reader is not None and self._io.fd is not None:
+            trio.lowlevel.notify_closing(self._io.fd)  # the reading caller wakes and raises
         final = ConnectionClosedEvent(reason)
         for stream in list(self._streams):
             stream.end(final)
