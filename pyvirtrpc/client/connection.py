@@ -330,12 +330,18 @@ class Connection:
         The reader's role: one task at a time reads, here a caller; the others are woken
         with their replies. The background reader steps in whenever no caller reads.
         """
-        io = self._io
+        fd = self._io.fd
+        assert fd is not None
+        # Not StreamIO.receive: a coroutine frame less per call (about 2% of the CPU time
+        # of a sequential call, measured with tools/bench_client.py's calls).
         me = self._reader = trio.lowlevel.current_task()
         try:
             while True:
                 try:
-                    data = await io.receive()
+                    await trio.lowlevel.wait_readable(fd)
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
                 except trio.ClosedResourceError:  # _lose woke us
                     assert self._closed is not None
                     raise _fresh(self._closed) from None
