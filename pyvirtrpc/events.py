@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -354,6 +355,108 @@ class ConnectionClosedEvent(Event):
     reason: int
 
 
+# ---------------------------------------------------------------- event families
+
+
+class EventFamily(enum.Enum):
+    """The kinds of objects whose events a client registers for (values: libvirt's words)."""
+
+    DOMAIN = "domain"
+    NETWORK = "network"
+    STORAGE_POOL = "storage pool"
+    NODE_DEVICE = "node device"
+    SECRET = "secret"
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyInfo:
+    """How a client registers for one family's events (the callback-ID form).
+
+    ``register`` takes (eventID, object filter or None) and returns a callbackID;
+    ``deregister`` takes the callbackID. A registration with a filter wants only the
+    events of that object, told apart by :meth:`key`.
+    """
+
+    family: EventFamily
+    ids: type[enum.IntEnum]  # the family's event IDs
+    register: P
+    deregister: P
+    events: tuple[type[Event], ...]  # its event classes (and their subclasses)
+    args_field: str  # the object filter's field in the register args
+    event_field: str  # the object's field in the family's events
+    by_name: bool = False  # objects told apart by name (node devices), not by UUID
+
+    @property
+    def register_args(self) -> Callable[..., XdrStruct]:
+        return _args(self.register)
+
+    @property
+    def register_ret(self) -> Callable[..., XdrStruct]:
+        ret = wire.PROCEDURES[self.register].ret
+        assert ret is not None
+        return ret
+
+    @property
+    def deregister_args(self) -> Callable[..., XdrStruct]:
+        return _args(self.deregister)
+
+    def key(self, obj: Any) -> str | None:
+        """The filter key of an object of the family (its UUID in hex or its name);
+        None for None (no filter)."""
+        if obj is None:
+            return None
+        return str(obj.name) if self.by_name else bytes(obj.uuid).hex()
+
+    def args_key(self, args: Any) -> str | None:
+        """The filter key of ``register`` arguments."""
+        return self.key(getattr(args, self.args_field))
+
+    def event_key(self, event: Event) -> str | None:
+        """The key of the object ``event`` is about."""
+        return self.key(getattr(event, self.event_field))
+
+
+FAMILIES: dict[EventFamily, FamilyInfo] = {
+    info.family: info for info in (
+        FamilyInfo(EventFamily.DOMAIN, DomainEventID,
+                   P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+                   P.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+                   (DomainEvent,), "dom", "domain"),
+        FamilyInfo(EventFamily.NETWORK, NetworkEventID,
+                   P.CONNECT_NETWORK_EVENT_REGISTER_ANY,
+                   P.CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
+                   (NetworkLifecycleEvent,), "net", "network"),
+        FamilyInfo(EventFamily.STORAGE_POOL, StoragePoolEventID,
+                   P.CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY,
+                   P.CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY,
+                   (StoragePoolLifecycleEvent, StoragePoolRefreshEvent), "pool", "pool"),
+        FamilyInfo(EventFamily.NODE_DEVICE, NodeDeviceEventID,
+                   P.CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY,
+                   P.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY,
+                   (NodeDeviceLifecycleEvent, NodeDeviceUpdateEvent), "dev", "dev",
+                   by_name=True),
+        FamilyInfo(EventFamily.SECRET, SecretEventID,
+                   P.CONNECT_SECRET_EVENT_REGISTER_ANY,
+                   P.CONNECT_SECRET_EVENT_DEREGISTER_ANY,
+                   (SecretLifecycleEvent, SecretValueChangedEvent), "secret", "secret"),
+    )
+}
+
+
+def family_of(event: Event) -> FamilyInfo | None:
+    """The family ``event`` belongs to (None for ConnectionClosedEvent)."""
+    for info in FAMILIES.values():
+        if isinstance(event, info.events):
+            return info
+    return None
+
+
+def _args(proc: P) -> type[XdrStruct]:
+    args = wire.PROCEDURES[proc].args
+    assert args is not None
+    return args
+
+
 # ------------------------------------------------------------------- wire forms
 
 # event class -> (legacy procedure or None, callback procedure)
@@ -427,8 +530,7 @@ def decode_event(proc: int, payload: bytes) -> tuple[int | None, Event]:
     cls = _BY_PROC.get(proc)
     if cls is None:
         raise ProtocolError(f"procedure {proc} is not an event we know")
-    msg_cls = wire.PROCEDURES[P(proc)].args
-    assert msg_cls is not None
+    msg_cls = _args(P(proc))
     msg = msg_cls.decode(payload)
     values: dict[str, Any] = {}
     callback_id: int | None = None
@@ -450,9 +552,7 @@ def encode_event(event: Event, callback_id: int | None) -> tuple[P, bytes]:
     if callback_id is None and legacy is None and not isinstance(event, ConnectionClosedEvent):
         raise ValueError(f"{type(event).__name__} has no legacy form")
     proc = legacy if callback_id is None and legacy is not None else callback
-    msg_cls = wire.PROCEDURES[proc].args
-    assert msg_cls is not None
-    return proc, _build(msg_cls, event, callback_id).encode()
+    return proc, _build(_args(proc), event, callback_id).encode()
 
 
 def _build(msg_cls: type[XdrStruct], event: Event, callback_id: int | None) -> XdrStruct:

@@ -66,6 +66,7 @@ __all__ = [
     "TcpAddress",
     "UnixAddress",
     "current_peer",
+    "listen_addresses",
     "serve_unix",
 ]
 
@@ -90,6 +91,23 @@ class TcpAddress:
     host: str
     port: int  # 0: any free port (see Server.tcp_ports)
     readonly: bool = False
+
+
+def listen_addresses(
+    socket: str | os.PathLike[str] | None,
+    ro_socket: str | os.PathLike[str] | None = None,
+    tcp: tuple[str, int] | None = None,
+) -> list[UnixAddress | TcpAddress]:
+    """Where to listen, as libvirtd does: a read-write unix socket, a read-only one, and
+    TCP (host, port), each if given."""
+    addresses: list[UnixAddress | TcpAddress] = []
+    if socket is not None:
+        addresses.append(UnixAddress(socket))
+    if ro_socket is not None:
+        addresses.append(UnixAddress(ro_socket, readonly=True))
+    if tcp is not None:
+        addresses.append(TcpAddress(*tcp))
+    return addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,11 +531,6 @@ async def serve_unix(
     """Serve ``backend`` as libvirtd does: a read-write and a read-only unix socket (and
     TCP if given). ``options`` go to :class:`Server`; ``nursery.start`` returns it."""
     server = Server(backend, **options)
-    found: list[UnixAddress | TcpAddress] = [UnixAddress(socket)]
-    if ro_socket is not None:
-        found.append(UnixAddress(ro_socket, readonly=True))
-    if tcp is not None:
-        found.append(TcpAddress(*tcp))
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve, *found)
+        await nursery.start(server.serve, *listen_addresses(socket, ro_socket, tcp))
         task_status.started(server)

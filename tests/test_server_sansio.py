@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from pyvirtrpc.errors import ErrorDomain, ErrorNumber, FramingError, RemoteError
-from pyvirtrpc.events import BlockThresholdEvent, ConnectionClosedEvent, LifecycleEvent
+from pyvirtrpc.events import (
+    BlockThresholdEvent,
+    ConnectionClosedEvent,
+    EventFamily,
+    LifecycleEvent,
+)
 from pyvirtrpc.gen import remote
 from pyvirtrpc.gen.keepalive import KEEPALIVE_PROGRAM
 from pyvirtrpc.gen.remote import Procedure as P
@@ -23,7 +28,6 @@ from pyvirtrpc.sansio.keepalive import PING_PACKET, PONG_PACKET, KeepaliveAction
 from pyvirtrpc.sansio.server import (
     Call,
     CloseBackend,
-    EventFamily,
     Overflow,
     ServerSession,
     api_error_domain,

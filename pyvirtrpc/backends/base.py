@@ -26,10 +26,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from pyvirtrpc.events import Event
+from pyvirtrpc.events import Event, EventFamily
 from pyvirtrpc.procedures import ProcedureInfo
 from pyvirtrpc.sansio.framing import Packet
-from pyvirtrpc.sansio.server import EventFamily, Forward
+from pyvirtrpc.sansio.server import Forward
 
 __all__ = ["Backend", "BackendConnection", "EmitEvent", "Implementation", "implements"]
 

@@ -62,7 +62,7 @@ from pyvirtrpc.gen.virnet import MessageStatus, MessageType
 from pyvirtrpc.procedures import ProcedureInfo, ProcedureKind
 from pyvirtrpc.sansio.framing import Packet
 from pyvirtrpc.sansio.server import Forward, read_only_denied
-from pyvirtrpc.server import Peer, Server, TcpAddress, UnixAddress, current_peer
+from pyvirtrpc.server import Peer, Server, current_peer, listen_addresses
 from pyvirtrpc.transport import open_transport
 from pyvirtrpc.uri import ParsedURI, Transport, parse_uri
 from pyvirtrpc.xdr import XdrError, XdrStruct
@@ -469,13 +469,7 @@ async def serve_relay(
     file to append JSON lines to (or an open text file); ``options`` go to the Server.
     """
     policy = Policy.build(read_only=read_only, allow=allow, deny=deny)
-    addresses: list[UnixAddress | TcpAddress] = []
-    if socket is not None:
-        addresses.append(UnixAddress(socket))
-    if ro_socket is not None:
-        addresses.append(UnixAddress(ro_socket, readonly=True))
-    if tcp is not None:
-        addresses.append(TcpAddress(*tcp))
+    addresses = listen_addresses(socket, ro_socket, tcp)
     if not addresses:
         raise ValueError("no address to listen on")
     audit_log = AuditLog.open(audit) if isinstance(audit, str | os.PathLike) else (

@@ -23,7 +23,13 @@ from pyvirtrpc.sansio.server import (
     DEFAULT_MAX_QUEUED_EVENTS,
     DEFAULT_MAX_REQUESTS,
 )
-from pyvirtrpc.server import DEFAULT_MAX_CLIENTS, Server, TcpAddress, UnixAddress
+from pyvirtrpc.server import (
+    DEFAULT_MAX_CLIENTS,
+    Server,
+    TcpAddress,
+    UnixAddress,
+    listen_addresses,
+)
 
 log = logging.getLogger("pyvirtrpc.mock")
 
@@ -68,11 +74,7 @@ def run(args: argparse.Namespace) -> int:
         keepalive_interval=args.keepalive_interval,
         keepalive_count=args.keepalive_count,
     )
-    addresses: list[UnixAddress | TcpAddress] = [UnixAddress(args.socket)]
-    if args.ro_socket:
-        addresses.append(UnixAddress(args.ro_socket, readonly=True))
-    if args.tcp:
-        addresses.append(TcpAddress(*args.tcp))
+    addresses = listen_addresses(args.socket, args.ro_socket, args.tcp)
     failure: BaseException | None = None
     try:
         trio.run(_serve, server, addresses)

@@ -18,18 +18,7 @@ from dataclasses import dataclass, field
 import trio
 
 from pyvirtrpc.errors import Error
-from pyvirtrpc.events import (
-    ConnectionClosedEvent,
-    DomainEvent,
-    Event,
-    NetworkLifecycleEvent,
-    NodeDeviceLifecycleEvent,
-    NodeDeviceUpdateEvent,
-    SecretLifecycleEvent,
-    SecretValueChangedEvent,
-    StoragePoolLifecycleEvent,
-    StoragePoolRefreshEvent,
-)
+from pyvirtrpc.events import ConnectionClosedEvent, Event, EventFamily
 
 DEFAULT_EVENT_BUFFER = 1000
 
@@ -48,31 +37,6 @@ class EventsLost:
     """``count`` events were dropped here because this subscriber's buffer was full."""
 
     count: int
-
-
-class Family(enum.Enum):
-    """The kinds of object events are registered for, each with its own procedures."""
-
-    DOMAIN = "domain"
-    NETWORK = "network"
-    STORAGE_POOL = "storage_pool"
-    NODE_DEVICE = "node_device"
-    SECRET = "secret"
-
-
-FAMILY_OF: dict[type[Event], Family] = {
-    NetworkLifecycleEvent: Family.NETWORK,
-    StoragePoolLifecycleEvent: Family.STORAGE_POOL,
-    StoragePoolRefreshEvent: Family.STORAGE_POOL,
-    NodeDeviceLifecycleEvent: Family.NODE_DEVICE,
-    NodeDeviceUpdateEvent: Family.NODE_DEVICE,
-    SecretLifecycleEvent: Family.SECRET,
-    SecretValueChangedEvent: Family.SECRET,
-}
-
-
-def family_of(event: Event) -> Family:
-    return Family.DOMAIN if isinstance(event, DomainEvent) else FAMILY_OF[type(event)]
 
 
 Item = Event | EventsLost
@@ -154,9 +118,9 @@ class EventStream:
 class Registration:
     """One server-side registration and the local subscribers sharing it."""
 
-    family: Family
+    family: EventFamily
     event_id: int
-    filter_key: object  # uuid/name of the filter object, or None
+    filter_key: str | None  # the filter object's key (see FamilyInfo.key), or None
     legacy: bool = False  # registered with the pre-callback-ID procedure (no server filter)
     callback_id: int | None = None
     error: Error | None = None
@@ -167,7 +131,7 @@ class Registration:
     gone: trio.Event = field(default_factory=trio.Event)
 
     @property
-    def key(self) -> tuple[Family, int, object]:
+    def key(self) -> tuple[EventFamily, int, str | None]:
         return (self.family, self.event_id, self.filter_key)
 
     def leave(self, stream: EventStream) -> None:

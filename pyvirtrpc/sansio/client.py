@@ -173,7 +173,7 @@ class ClientSession(Generic[T]):
         self._outbox.clear()
         return data
 
-    def receive_data(self, data: bytes, now: float = 0.0) -> list[ClientEvent[T]]:
+    def receive_data(self, data: bytes | bytearray, now: float = 0.0) -> list[ClientEvent[T]]:
         """Feed bytes from the peer; returns what they mean, in order.
 
         Raises ProtocolError (FramingError included) when the peer broke the protocol in

@@ -37,7 +37,6 @@ whole packets (:meth:`ServerSession.send_packet`) and enforces read-only access 
 
 from __future__ import annotations
 
-import enum
 import re
 import struct
 from collections import deque
@@ -53,23 +52,14 @@ from pyvirtrpc.errors import (
     RemoteError,
 )
 from pyvirtrpc.events import (
+    FAMILIES,
     LEGACY_EVENT_IDS,
     ConnectionClosedEvent,
-    DomainEvent,
     DomainEventID,
     Event,
-    NetworkEventID,
-    NetworkLifecycleEvent,
-    NodeDeviceEventID,
-    NodeDeviceLifecycleEvent,
-    NodeDeviceUpdateEvent,
-    SecretEventID,
-    SecretLifecycleEvent,
-    SecretValueChangedEvent,
-    StoragePoolEventID,
-    StoragePoolLifecycleEvent,
-    StoragePoolRefreshEvent,
+    EventFamily,
     encode_event,
+    family_of,
 )
 from pyvirtrpc.gen import remote
 from pyvirtrpc.gen.keepalive import KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION
@@ -88,7 +78,6 @@ __all__ = [
     "DEFAULT_MAX_REQUESTS",
     "Call",
     "CloseBackend",
-    "EventFamily",
     "Forward",
     "Overflow",
     "ServerSession",
@@ -164,74 +153,8 @@ class CloseBackend:
     does that in libvirtd 9.0): close the backend connection."""
 
 
-class EventFamily(enum.Enum):
-    """The kinds of objects whose events a client registers for."""
-
-    DOMAIN = "domain"
-    NETWORK = "network"
-    STORAGE_POOL = "storage pool"
-    NODE_DEVICE = "node device"
-    SECRET = "secret"
-
-
-@dataclass(frozen=True, slots=True)
-class _FamilyRules:
-    ids: type[enum.IntEnum]
-    register: P
-    register_ret: Callable[[int], XdrStruct]
-    deregister: P
-    events: tuple[type[Event], ...]
-    key: Callable[[Any], str]  # the registration filter's key for an object (or event)
-
-
-def _uuid_key(obj: Any) -> str:
-    return bytes(obj.uuid).hex()
-
-
-_FAMILIES: dict[EventFamily, _FamilyRules] = {
-    EventFamily.DOMAIN: _FamilyRules(
-        DomainEventID,
-        P.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
-        remote.ConnectDomainEventCallbackRegisterAnyRet,
-        P.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
-        (DomainEvent,),
-        _uuid_key,
-    ),
-    EventFamily.NETWORK: _FamilyRules(
-        NetworkEventID,
-        P.CONNECT_NETWORK_EVENT_REGISTER_ANY,
-        remote.ConnectNetworkEventRegisterAnyRet,
-        P.CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
-        (NetworkLifecycleEvent,),
-        _uuid_key,
-    ),
-    EventFamily.STORAGE_POOL: _FamilyRules(
-        StoragePoolEventID,
-        P.CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY,
-        remote.ConnectStoragePoolEventRegisterAnyRet,
-        P.CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY,
-        (StoragePoolLifecycleEvent, StoragePoolRefreshEvent),
-        _uuid_key,
-    ),
-    EventFamily.NODE_DEVICE: _FamilyRules(
-        NodeDeviceEventID,
-        P.CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY,
-        remote.ConnectNodeDeviceEventRegisterAnyRet,
-        P.CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY,
-        (NodeDeviceLifecycleEvent, NodeDeviceUpdateEvent),
-        lambda obj: str(obj.name),  # node devices are filtered by name
-    ),
-    EventFamily.SECRET: _FamilyRules(
-        SecretEventID,
-        P.CONNECT_SECRET_EVENT_REGISTER_ANY,
-        remote.ConnectSecretEventRegisterAnyRet,
-        P.CONNECT_SECRET_EVENT_DEREGISTER_ANY,
-        (SecretLifecycleEvent, SecretValueChangedEvent),
-        _uuid_key,
-    ),
-}
-_REGISTER = {rules.register: family for family, rules in _FAMILIES.items()}
-_DEREGISTER = {rules.deregister: family for family, rules in _FAMILIES.items()}
+_REGISTER = {info.register: family for family, info in FAMILIES.items()}
+_DEREGISTER = {info.deregister: family for family, info in FAMILIES.items()}
 # libvirtd 9.0 says "node device" when a secret callback is not registered (its typo).
 _DEREGISTER_NAME = {**{f: f.value for f in EventFamily}, EventFamily.SECRET: "node device"}
 _LEGACY_REGISTRATIONS = frozenset(
@@ -261,13 +184,6 @@ class _Registration:
     key: str | None  # the object filter, or None for all objects
     callback_id: int
     legacy: bool = False
-
-
-def _event_family(event: Event) -> EventFamily | None:
-    for family, rules in _FAMILIES.items():
-        if isinstance(event, rules.events):
-            return family
-    return None
 
 
 _API_DOMAINS = (
@@ -581,21 +497,15 @@ class ServerSession:
         return True
 
     def _register(self, call: Call, family: EventFamily) -> None:
-        rules = _FAMILIES[family]
-        args = call.args
-        event_id = args.eventID
-        if event_id not in rules.ids._value2member_map_:
+        info = FAMILIES[family]
+        event_id = call.args.eventID
+        if event_id not in info.ids._value2member_map_:
             prefix = "" if family is EventFamily.DOMAIN else f"{family.value} "
             raise _internal_error(f"unsupported {prefix}event ID {event_id}")
         if family not in self.event_families:
             raise no_support(call.info)
-        target = next(
-            (getattr(args, f) for f in ("dom", "net", "pool", "dev", "secret") if hasattr(args, f)),
-            None,
-        )
-        key = None if target is None else rules.key(target)
-        callback_id = self._add(family, event_id, key, legacy=False)
-        self.reply(call, rules.register_ret(callback_id))
+        callback_id = self._add(family, event_id, info.args_key(call.args), legacy=False)
+        self.reply(call, info.register_ret(callback_id))
 
     def _add(self, family: EventFamily, event_id: int, key: str | None, legacy: bool) -> int:
         for reg in self._registrations:
@@ -704,14 +614,12 @@ class ServerSession:
             self._queue_event(packet.to_bytes())
 
     def _targets(self, event: Event) -> list[int | None]:
-        family = _event_family(event)
-        if family is None:
+        info = family_of(event)
+        if info is None:
             return []
-        rules = _FAMILIES[family]
+        family = info.family
         event_id = int(type(event).event_id)  # type: ignore[attr-defined]
-        obj = next(getattr(event, f) for f in ("domain", "network", "pool", "dev", "secret")
-                   if hasattr(event, f))
-        key = rules.key(obj)
+        key = info.event_key(event)
         return [
             None if reg.legacy else reg.callback_id
             for reg in self._registrations

@@ -21,12 +21,12 @@ from pyvirtrpc.backends.mock.hypervisor import (
 )
 from pyvirtrpc.backends.mock.monitor import TAINT_MESSAGE, monitor_command
 from pyvirtrpc.errors import ErrorDomain, ErrorNumber, RemoteError
+from pyvirtrpc.events import EventFamily
 from pyvirtrpc.gen import mockctl, qemu, remote
 from pyvirtrpc.gen.mockctl import Procedure as M
 from pyvirtrpc.gen.qemu import Procedure as Q
 from pyvirtrpc.gen.remote import Procedure as P
 from pyvirtrpc.gen.remote import TypedParamType
-from pyvirtrpc.sansio.server import EventFamily
 from pyvirtrpc.typedparams import encode_params
 
 __all__ = ["MockConnection"]
