@@ -215,8 +215,12 @@ async def test_failed_extension_rearms_and_retries(mock: Mock) -> None:
     assert failed[0].message == ("extension failed: the extension command exited with "
                                  "status 5: no space in the VG")
     state = w.summary()[0]
-    assert (state.extensions, state.failures, state.physical) == (0, 2, 64 * MiB)
-    assert state.events == 2  # re-armed at the same level after the failure: fired again
+    assert (state.extensions, state.physical) == (0, 64 * MiB)
+    # Re-armed at the same level after each failure, so it fired again: one failure per
+    # event (the guest may have written once more before the loop saw the second one,
+    # and that event's extension may have been cut short by the cancellation).
+    assert state.failures >= 2
+    assert state.failures <= state.events <= state.failures + 1
 
 
 async def test_full_disk_pauses_the_guest_and_the_watcher_resumes_it(mock: Mock) -> None:
