@@ -210,6 +210,8 @@ class Connection:
                               args.encode() if args is not None else b"",
                               trio.lowlevel.current_task())
         self._flush()
+        if self._closed is not None:  # our own write found the peer gone (see _lose)
+            raise _fresh(self._closed)
 
         if self._io.fd is not None and self._reader is None and session.in_flight == 1:
             # Ours is the only call on the wire: read its reply ourselves (with more
@@ -433,10 +435,14 @@ class Connection:
         closed.__cause__ = cause
         self._closed = closed
         self.close_reason = reason
+        # Wake the callers blocked for their replies; not a caller that reads for itself
+        # (woken below), nor the one running now, whose own write failed: it is not
+        # blocked, and raises by itself (rescheduling a running task corrupts Trio).
+        running = trio.lowlevel.current_task()
         for task in self._session.close(closed):
             if type(task) is not _Task:
                 task(outcome.Error(_fresh(closed)))  # type: ignore[operator]
-            elif task is not self._reader:
+            elif task is not self._reader and task is not running:
                 trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
         if self._reader is not None and self._io.fd is not None:
             trio.lowlevel.notify_closing(self._io.fd)  # the reading caller wakes and raises
