@@ -210,6 +210,61 @@ async def test_peer_vanishing_mid_call_fails_every_waiter_promptly(kind: str) ->
             await conn.get_hostname()
 
 
+# A relay's forwarded calls get their errors through callbacks, run while the connection
+# is being lost; a callback that cancels a caller (the relay's client went too) must not
+# make the connection wake that caller a second time: Trio's run queue is then corrupt
+# (TrioInternalError, or AssertionError and a connection that never finishes closing).
+
+
+async def test_a_call_whose_own_write_finds_the_peer_gone_raises_once() -> None:
+    held = trio.Event()
+
+    async def hold(daemon: FakeDaemon, call: Packet) -> None:
+        held.set()
+
+    scope = trio.CancelScope()
+    async with connected("socketpair", handlers={P.CONNECT_GET_HOSTNAME: hold}) as (conn, daemon):
+        with trio.fail_after(2), scope:
+            conn.forward_call(REMOTE_PROGRAM, 1, P.CONNECT_GET_HOSTNAME, b"",
+                              lambda result: scope.cancel())
+            await held.wait()
+            daemon.stream.socket.close()  # no checkpoint: our reader has not seen it
+            with pytest.raises(ConnectionClosed):
+                await conn.get_type()  # its own write fails: the connection is lost there
+        assert conn.closed
+
+
+async def test_a_forwarded_calls_failure_cancelling_a_waiting_caller() -> None:
+    held: list[Packet] = []
+
+    async def hold(daemon: FakeDaemon, call: Packet) -> None:
+        held.append(call)
+
+    scope = trio.CancelScope()
+    failures: list[BaseException] = []
+
+    async def caller(conn: Connection) -> None:
+        with scope:
+            try:
+                await conn.get_type()
+            except ConnectionClosed as exc:
+                failures.append(exc)
+
+    handlers: dict[int | tuple[int, int], Handler] = {
+        P.CONNECT_GET_HOSTNAME: hold, P.CONNECT_GET_TYPE: hold}
+    async with connected("socketpair", handlers=handlers) as (conn, daemon):
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+                conn.forward_call(REMOTE_PROGRAM, 1, P.CONNECT_GET_HOSTNAME, b"",
+                                  lambda result: scope.cancel())
+                nursery.start_soon(caller, conn)
+                while len(held) < 2:
+                    await trio.sleep(0.01)
+                await daemon.stream.aclose()
+            await conn.wait_closed()
+        assert len(failures) == 1  # woken once, by the connection, before the callback ran
+
+
 async def test_in_flight_limit_queues_the_rest(kind: str) -> None:
     outstanding: list[Packet] = []
     peak = 0

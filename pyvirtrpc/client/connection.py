@@ -435,14 +435,14 @@ class Connection:
         closed.__cause__ = cause
         self._closed = closed
         self.close_reason = reason
-        # Wake the callers blocked for their replies; not a caller that reads for itself
-        # (woken below), nor the one running now, whose own write failed: it is not
-        # blocked, and raises by itself (rescheduling a running task corrupts Trio).
+        waiting = self._session.close(closed)
+        # Wake the callers blocked on their replies, each exactly once: not one reading for
+        # itself (notify_closing wakes it), nor the one running now, whose own write failed
+        # (it is not blocked: _call raises). Rescheduling a task that is not blocked
+        # corrupts Trio's run queue.
         running = trio.lowlevel.current_task()
-        for task in self._session.close(closed):
-            if type(task) is not _Task:
-                task(outcome.Error(_fresh(closed)))  # type: ignore[operator]
-            elif task is not self._reader and task is not running:
+        for task in waiting:
+            if type(task) is _Task and task is not self._reader and task is not running:
                 trio.lowlevel.reschedule(task, outcome.Error(_fresh(closed)))
         if self._reader is not None and self._io.fd is not None:
             trio.lowlevel.notify_closing(self._io.fd)  # the reading caller wakes and raises
@@ -454,6 +454,12 @@ class Connection:
         self._closed_event.set()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+        # Forwarded calls last: their callbacks run code of their own (a relay answers its
+        # clients, and may cancel the scope of a caller woken above, or fail), on a
+        # connection already closed in every other respect.
+        for done in waiting:
+            if type(done) is not _Task:
+                done(outcome.Error(_fresh(closed)))  # type: ignore[operator]
 
     # ------------------------------------------------------------- events
 
