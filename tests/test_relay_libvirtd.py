@@ -14,7 +14,9 @@ import datetime
 import functools
 import gc
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -32,7 +34,7 @@ from test_mock_side_by_side import domain_xml, read_only_commands, run, virsh_co
 from test_server import RawClient
 
 import pyvirtrpc
-from pyvirtrpc.backends.relay import serve_relay
+from pyvirtrpc.backends.relay import RelayConnection, serve_relay
 from pyvirtrpc.client import CloseReason
 from pyvirtrpc.errors import NoDomainError, NoSupportError, RemoteError
 from pyvirtrpc.events import ConnectionClosedEvent, LifecycleEvent
@@ -367,6 +369,62 @@ async def test_upstream_killed_our_client_sees_the_close_at_once(
         assert conn.close_reason is CloseReason.EOF
         with pytest.raises(pyvirtrpc.ConnectionClosed):
             await conn.get_type()
+
+
+async def test_upstream_killed_after_a_client_left_with_calls_in_flight(
+        libvirtd_test_factory: Daemons, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A client whose calls fill the in-flight limit (so the relay is not reading it)
+    leaves unseen; then the upstream dies. Failing its forwarded call cancels its
+    feature question, which the lost upstream connection must not wake a second time
+    (that corrupted Trio's scheduler). The client is dropped at once, nothing is logged
+    as a failure, and the relay serves the next client."""
+    daemon = libvirtd_test_factory()
+    path = tmp_path / "sock"
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve_relay, daemon.uri, path,
+                                                       max_requests=2))
+        stream = await trio.open_unix_socket(str(path))
+        client = RawClient(stream)
+        await client.open()
+        (served,) = server.clients
+        os.kill(daemon.pid, signal.SIGSTOP)  # calls from now on stay unanswered
+        await client.send(P.CONNECT_GET_HOSTNAME)  # forwarded
+        await client.send(P.CONNECT_SUPPORTS_FEATURE,  # asked upstream by the relay
+                          remote.ConnectSupportsFeatureArgs(7))
+        with trio.fail_after(5):
+            while served.session.in_flight < 2:
+                await trio.sleep(0.01)
+        await stream.aclose()
+        await trio.to_thread.run_sync(daemon.kill)
+        with trio.fail_after(1):
+            while server.clients:
+                await trio.sleep(0.01)
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        await trio.to_thread.run_sync(daemon.restart)
+        async with pyvirtrpc.open_connection(via(daemon.uri, path)) as conn:
+            assert await conn.get_type() == "TEST"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_upstream_hop_drops_its_client(
+        libvirtd_test_factory: Daemons, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the upstream hop (here: passing an event on fails) ends the client's
+    connection, as a lost upstream does, rather than leaving it on a dead relay session."""
+
+    def broken(self: RelayConnection, prog: int, proc: int, payload: bytes) -> None:
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(RelayConnection, "_message", broken)
+    daemon = libvirtd_test_factory()
+    async with relay_in_process(daemon.uri, tmp_path / "sock") as uri, \
+            pyvirtrpc.open_connection(uri) as conn, conn.domain_events(), \
+            pyvirtrpc.open_connection(daemon.uri) as direct:
+        await (await direct.lookup_domain("test")).suspend()
+        with trio.fail_after(1):
+            await conn.wait_closed()
+        assert "relay: the upstream connection failed" in caplog.text
 
 
 def test_each_client_has_its_own_upstream_connection_closed_with_it(

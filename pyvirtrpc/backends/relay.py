@@ -227,14 +227,13 @@ def _domain_name(info: ProcedureInfo | None, payload: bytes, reply: outcome.Outc
 # ------------------------------------------------------------------------- the relay
 
 
-def _error_payload(error: BaseException) -> bytes:
-    """The wire form of why a forwarded call failed (the upstream's error as it came)."""
+def _remote_error(error: BaseException) -> RemoteError:
+    """Why a call through the relay failed, as its client gets it: the upstream's error as
+    it came, or for a lost upstream connection what libvirt's client says then."""
     if isinstance(error, RemoteError):
-        return error.to_wire().encode()
-    # for a closed connection, what libvirt's client says then
+        return error
     detail = "client socket is closed" if isinstance(error, ConnectionClosed) else str(error)
-    report = RemoteError.report(ErrorNumber.INTERNAL_ERROR, ErrorDomain.RPC, detail)
-    return report.to_wire().encode()
+    return RemoteError.report(ErrorNumber.INTERNAL_ERROR, ErrorDomain.RPC, detail)
 
 
 class _Call:
@@ -251,7 +250,7 @@ class _Call:
     def done(self, result: outcome.Outcome[bytes]) -> None:
         packet, conn = self.packet, self.conn
         if isinstance(result, outcome.Error):
-            status, payload = MessageStatus.ERROR, _error_payload(result.error)
+            status, payload = MessageStatus.ERROR, _remote_error(result.error).to_wire().encode()
             conn.end_stream(packet.serial)
         else:
             status, payload = MessageStatus.OK, result.unwrap()
@@ -302,6 +301,8 @@ class RelayConnection(BackendConnection):
             if not started:
                 raise
             log.exception("relay: the upstream connection failed")
+            if not self._hold.cancel_called:  # drop the client, whose calls may hang else
+                self.emit(ConnectionClosedEvent(CloseReason.ERROR))
         finally:
             self._finished.set()
 
@@ -380,7 +381,10 @@ class RelayConnection(BackendConnection):
         except Error as exc:
             self.relay.audit_call(when, self.peer, "CONNECT_SUPPORTS_FEATURE",
                                   outcome.Error(exc), started)
-            raise
+            error = _remote_error(exc)  # a lost upstream is no bug of ours to log
+            if error is exc:
+                raise
+            raise error from exc
         self.relay.audit_call(when, self.peer, "CONNECT_SUPPORTS_FEATURE", outcome.Value(ret),
                               started)
         return ret
